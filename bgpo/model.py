@@ -1,0 +1,328 @@
+"""LLaDA: a bidirectional Llama-style masked-diffusion transformer, as a `transformers.PreTrainedModel`.
+
+Compatible with the official `GSAI-ML/LLaDA-8B-Instruct` checkpoint: `LLaDAConfig` reads its
+`config.json` unchanged and the parameter names equal the checkpoint's 291 tensor names, so
+`LLaDAModelLM.from_pretrained(dir)` loads the real weights. One block (no biases anywhere):
+
+    h = x + attn_out( Attn( RoPE(q_proj n), RoPE(k_proj n), v_proj n ) ),   n = RMSNorm_attn(x)
+    y = h + ff_out( silu(ff_proj m) * up_proj m ),                          m = RMSNorm_ff(h)
+    RMSNorm(x) = w * x / sqrt(mean(x^2) + eps)
+    Attn(q, k, v) = softmax(q k^T / sqrt(d_head) + B) v     # B: 0 or -inf; NO causal mask
+
+and logits = ff_out(RMSNorm_f(y_L)) with an output matrix separate from the embedding `wte`.
+RoPE rotates channel pairs (i, i + d_head/2) of q and k by the angle p * theta^(-2i/d_head) at position
+p, in float32 ("rope_full_precision"); since q.k then depends on the position difference only,
+the positions are counted from each sequence's first real token (left padding, packing) without
+changing the maths.
+
+Attention backends: PyTorch SDPA (any device; padding keys masked by B), and for packed
+sequences (`cu_seqlens`) flash-attn's varlen kernel when it is importable and the tensors are CUDA
+half precision, else SDPA with a block-diagonal B.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PretrainedConfig, PreTrainedModel
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import MaskedLMOutput
+
+from bgpo import tokenizer as _tok
+from bgpo.errors import BGPOError
+
+
+class LLaDAConfig(PretrainedConfig):
+    """The fields of LLaDA's `config.json` (defaults = LLaDA-8B-Instruct); unknown keys are kept as attributes.
+
+    Only the llama-type block this module implements is accepted: anything else raises `BGPOError`
+    naming the field. `init_fn` ("mitchell" in the checkpoint) is stored but not reproduced: fresh
+    weights use a normal(0, init_std) init, which only matters for training from scratch.
+    """
+
+    model_type = "llada"
+    attribute_map = {"hidden_size": "d_model", "num_hidden_layers": "n_layers", "num_attention_heads": "n_heads",
+                     "num_key_value_heads": "n_kv_heads", "intermediate_size": "mlp_hidden_size",
+                     "max_position_embeddings": "max_sequence_length"}
+
+    d_model: int = 4096
+    n_layers: int = 32
+    n_heads: int = 32
+    n_kv_heads: int | None = 32
+    mlp_hidden_size: int | None = 12288
+    mlp_ratio: int = 4
+    vocab_size: int = 126464
+    embedding_size: int | None = 126464
+    max_sequence_length: int = 4096
+    rope: bool = True
+    rope_theta: float = 500000.0
+    rope_full_precision: bool = True
+    rms_norm_eps: float = 1e-5
+    layer_norm_type: str = "rms"
+    layer_norm_with_affine: bool = True
+    bias_for_layer_norm: bool = False
+    attention_layer_norm: bool = False
+    block_type: str = "llama"
+    activation_type: str = "silu"
+    alibi: bool = False
+    include_bias: bool = False
+    include_qkv_bias: bool = False
+    weight_tying: bool = False
+    multi_query_attention: bool | None = None
+    scale_logits: bool = False
+    input_emb_norm: bool = False
+    flash_attention: bool = False
+    flash_attn_varlen: bool = False
+    init_fn: str = "mitchell"
+    init_std: float = 0.02
+    mask_token_id: int = 126336
+    eos_token_id: int = 126081
+    pad_token_id: int = 126081
+    bos_token_id: int | None = 126080
+    use_cache: bool = False
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        if self.n_kv_heads is None:
+            self.n_kv_heads = self.n_heads
+        if self.mlp_hidden_size is None:
+            self.mlp_hidden_size = self.mlp_ratio * self.d_model
+        if self.embedding_size is None:
+            self.embedding_size = self.vocab_size
+        self._check()
+
+    def _check(self) -> None:
+        """Reject configs this module would silently get wrong (one line: field, value, fix)."""
+        need = {"block_type": "llama", "layer_norm_type": "rms", "activation_type": "silu", "alibi": False,
+                "rope": True, "include_bias": False, "include_qkv_bias": False, "bias_for_layer_norm": False,
+                "attention_layer_norm": False, "input_emb_norm": False, "scale_logits": False,
+                "layer_norm_with_affine": True, "weight_tying": False}
+        for field, want in need.items():
+            if getattr(self, field) != want:
+                raise BGPOError(f"LLaDA config: {field}={getattr(self, field)!r} is not supported by bgpo.model "
+                                f"(LLaDA-8B uses {want!r}); set {field} to {want!r}")
+        if self.multi_query_attention:
+            raise BGPOError("LLaDA config: multi_query_attention=true is not supported; set n_kv_heads=1 instead")
+        for field in ("d_model", "n_layers", "n_heads", "n_kv_heads", "mlp_hidden_size", "vocab_size"):
+            if not isinstance(getattr(self, field), int) or getattr(self, field) < 1:
+                raise BGPOError(f"LLaDA config: {field}={getattr(self, field)!r} must be a positive integer")
+        if self.d_model % self.n_heads or (self.d_model // self.n_heads) % 2:
+            raise BGPOError(f"LLaDA config: d_model={self.d_model} must be n_heads={self.n_heads} times an even "
+                            f"head size; change d_model or n_heads")
+        if self.n_heads % self.n_kv_heads:
+            raise BGPOError(f"LLaDA config: n_kv_heads={self.n_kv_heads} must divide n_heads={self.n_heads}")
+        if self.embedding_size < self.vocab_size:
+            raise BGPOError(f"LLaDA config: embedding_size={self.embedding_size} < vocab_size={self.vocab_size}; "
+                            f"set embedding_size >= vocab_size")
+        for field in ("mask_token_id", "eos_token_id", "pad_token_id"):
+            if not 0 <= getattr(self, field) < self.vocab_size:
+                raise BGPOError(f"LLaDA config: {field}={getattr(self, field)} is outside the vocabulary "
+                                f"(vocab_size={self.vocab_size}); use the tokenizer's id")
+
+
+def preset_config(name: str, **overrides) -> LLaDAConfig:
+    """Named sizes. "tiny": tests (~0.1M params); "small": CPU SFT/RL (~1.9M); "llada-8b": the official values.
+
+    tiny and small use the character tokenizer's vocabulary and special ids (`bgpo.tokenizer`), so the
+    same code serves them and the 8B model. `overrides` replace any field, e.g. `preset_config("small", n_layers=6)`.
+    """
+    char_vocab = dict(vocab_size=_tok.VOCAB_SIZE, embedding_size=_tok.VOCAB_SIZE, mask_token_id=_tok.MASK_ID,
+                      eos_token_id=_tok.EOS_ID, pad_token_id=_tok.EOS_ID, bos_token_id=_tok.BOS_ID,
+                      max_sequence_length=1024, rope_theta=10000.0)
+    presets = {
+        "tiny": dict(char_vocab, d_model=64, n_layers=2, n_heads=4, n_kv_heads=4, mlp_hidden_size=128),
+        "small": dict(char_vocab, d_model=192, n_layers=4, n_heads=6, n_kv_heads=6, mlp_hidden_size=512),
+        "llada-8b": {},
+    }
+    if name not in presets:
+        raise BGPOError(f"unknown model preset {name!r}; choose one of {sorted(presets)}")
+    return LLaDAConfig(**{**presets[name], **overrides})
+
+
+class RMSNorm(nn.Module):
+    """y = w * x / sqrt(mean_i x_i^2 + eps), computed in float32, learnable w, no bias."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        y = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (self.weight * y.to(x.dtype)) if x.dtype != torch.float32 else self.weight * y
+
+
+def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin of angle p * theta^(-2i/d) for positions p (B, T) -> (B, 1, T, head_dim) float32 each."""
+    inv_freq = theta ** (-torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
+    angles = positions.float()[..., None] * inv_freq  # (B, T, head_dim/2)
+    angles = torch.cat([angles, angles], dim=-1)[:, None]  # (B, 1, T, head_dim)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs (x_i, x_{i+d/2}) of x (B, H, T, d): x cos + rotate_half(x) sin, in float32."""
+    x32 = x.float()
+    x1, x2 = x32.chunk(2, dim=-1)
+    return (x32 * cos + torch.cat([-x2, x1], dim=-1) * sin).to(x.dtype)
+
+
+class LLaDABlock(GradientCheckpointingLayer):
+    """One bidirectional Llama block (parameter names as in the checkpoint)."""
+
+    def __init__(self, config: LLaDAConfig):
+        super().__init__()
+        d, h, kv = config.d_model, config.n_heads, config.n_kv_heads
+        self.n_heads, self.n_kv_heads, self.head_dim = h, kv, d // h
+        self.attn_norm = RMSNorm(d, config.rms_norm_eps)
+        self.q_proj = nn.Linear(d, d, bias=False)
+        self.k_proj = nn.Linear(d, kv * self.head_dim, bias=False)
+        self.v_proj = nn.Linear(d, kv * self.head_dim, bias=False)
+        self.attn_out = nn.Linear(d, d, bias=False)
+        self.ff_norm = RMSNorm(d, config.rms_norm_eps)
+        self.ff_proj = nn.Linear(d, config.mlp_hidden_size, bias=False)  # gate: silu applied
+        self.up_proj = nn.Linear(d, config.mlp_hidden_size, bias=False)
+        self.ff_out = nn.Linear(config.mlp_hidden_size, d, bias=False)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attn_bias: torch.Tensor | None,
+                cu_seqlens: torch.Tensor | None = None, max_seqlen: int | None = None) -> torch.Tensor:
+        B, T, _ = x.shape  # (batch, seq, d_model)
+        n = self.attn_norm(x)
+        q = self.q_proj(n).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
+        k = self.k_proj(n).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, KV, T, hd)
+        v = self.v_proj(n).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, KV, T, hd)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cu_seqlens is not None and _use_flash(q):
+            from flash_attn import flash_attn_varlen_func  # optional dependency: imported only when used
+
+            qf, kf, vf = (t[0].transpose(0, 1) for t in (q, k, v))  # (N, heads, hd), GQA handled by the kernel
+            a = flash_attn_varlen_func(qf, kf, vf, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen, causal=False)
+            a = a.reshape(1, T, -1)  # (1, N, d_model)
+        else:
+            if self.n_kv_heads != self.n_heads:  # GQA: each kv head serves n_heads / n_kv_heads query heads
+                k = k.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)
+                v = v.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias, is_causal=False)  # (B, H, T, hd)
+            a = a.transpose(1, 2).reshape(B, T, -1)  # (B, T, d_model)
+        h = x + self.attn_out(a)
+        m = self.ff_norm(h)
+        return h + self.ff_out(F.silu(self.ff_proj(m)) * self.up_proj(m))
+
+
+def _use_flash(q: torch.Tensor) -> bool:
+    """flash-attn varlen applies to CUDA fp16/bf16 tensors when the package is installed."""
+    if not q.is_cuda or q.dtype not in (torch.float16, torch.bfloat16):
+        return False
+    try:
+        import flash_attn  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class LLaDAModel(nn.Module):
+    """Holds `transformer` = {wte, blocks, ln_f, ff_out} so state-dict names match the checkpoint."""
+
+    def __init__(self, config: LLaDAConfig):
+        super().__init__()
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.embedding_size, config.d_model),
+            blocks=nn.ModuleList(LLaDABlock(config) for _ in range(config.n_layers)),
+            ln_f=RMSNorm(config.d_model, config.rms_norm_eps),
+            ff_out=nn.Linear(config.d_model, config.embedding_size, bias=False),  # untied output layer
+        ))
+
+
+class LLaDAModelLM(PreTrainedModel):
+    """LLaDA mask predictor: input ids -> logits at every position, bidirectional attention.
+
+    forward(input_ids (B, T), attention_mask (B, T) 1 = real / 0 = padding) -> .logits (B, T, vocab);
+    or packed: forward(input_ids (1, N), cu_seqlens (S+1,) int32, max_seqlen) -> .logits (1, N, vocab)
+    with attention confined to each sequence and positions restarting at 0 in each.
+    """
+
+    config_class = LLaDAConfig
+    base_model_prefix = "model"
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["LLaDABlock"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+
+    def __init__(self, config: LLaDAConfig):
+        super().__init__(config)
+        self.model = LLaDAModel(config)
+        self.post_init()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """normal(0, init_std) for linear and embedding weights, ones for RMSNorm (not LLaDA's "mitchell" init)."""
+        from transformers import initialization as init
+
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            init.normal_(module.weight, mean=0.0, std=self.config.init_std)
+        elif isinstance(module, RMSNorm):
+            init.ones_(module.weight)
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.transformer.wte
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.model.transformer.wte = value
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.model.transformer.ff_out
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None, **kwargs) -> None:
+        """Recompute each block in backward (transformers 5 renamed this; same behaviour, no FutureWarning)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            super().gradient_checkpointing_enable(gradient_checkpointing_kwargs, **kwargs)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                cu_seqlens: torch.Tensor | None = None, max_seqlen: int | None = None, **_) -> MaskedLMOutput:
+        B, T = input_ids.shape
+        dev = input_ids.device
+        if cu_seqlens is not None:
+            if attention_mask is not None or B != 1:
+                raise BGPOError(f"packed forward takes input_ids of shape (1, N) and no attention_mask; got "
+                                f"{tuple(input_ids.shape)}{' with a mask' if attention_mask is not None else ''}")
+            cu = cu_seqlens.to(device=dev, dtype=torch.int32)
+            lengths = cu.diff()
+            if int(cu[0]) != 0 or int(cu[-1]) != T or bool((lengths <= 0).any()):
+                raise BGPOError(f"cu_seqlens must rise strictly from 0 to N={T}; got {cu.tolist()}")
+            max_seqlen = int(lengths.max()) if max_seqlen is None else int(max_seqlen)
+            seq_id = torch.repeat_interleave(torch.arange(len(lengths), device=dev), lengths)  # (N,)
+            positions = (torch.arange(T, device=dev) - cu[seq_id])[None]  # (1, N): 0.. in each sequence
+            attn_bias = (seq_id[:, None] == seq_id[None, :])[None, None]  # (1, 1, N, N) block-diagonal
+        elif attention_mask is not None:
+            real = attention_mask.to(dev).bool()  # (B, T)
+            positions = (real.long().cumsum(-1) - 1).clamp(min=0)  # (B, T): 0 at the first real token
+            # a row with no real token may attend everywhere (its output is meaningless, but not NaN)
+            attn_bias = (real | ~real.any(-1, keepdim=True))[:, None, None, :]  # (B, 1, 1, T) keys
+        else:
+            positions = torch.arange(T, device=dev).expand(B, T)  # (B, T)
+            attn_bias = None
+        cos, sin = rope_cos_sin(positions, self.config.d_model // self.config.n_heads, self.config.rope_theta)
+        tr = self.model.transformer
+        x = tr.wte(input_ids)  # (B, T, d_model)
+        for block in tr.blocks:
+            x = block(x, cos, sin, attn_bias, cu_seqlens=cu if cu_seqlens is not None else None,
+                      max_seqlen=max_seqlen)
+        logits = tr.ff_out(tr.ln_f(x))  # (B, T, embedding_size)
+        return MaskedLMOutput(logits=logits[..., : self.config.vocab_size])
+
+
+def _register_auto() -> None:
+    """Let `AutoConfig` / `AutoModel.from_pretrained` open directories whose config says model_type "llada"."""
+    from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM
+
+    AutoConfig.register("llada", LLaDAConfig, exist_ok=True)
+    AutoModel.register(LLaDAConfig, LLaDAModelLM, exist_ok=True)
+    AutoModelForMaskedLM.register(LLaDAConfig, LLaDAModelLM, exist_ok=True)
+
+
+_register_auto()
