@@ -1,0 +1,346 @@
+"""Every figure of the book, drawn from tidy data (one observation per row) so anyone can redraw it.
+
+One matplotlib style is set once, here. Each ``*`` function takes a ``pandas.DataFrame`` (or records)
+and returns a ``matplotlib.figure.Figure``; :func:`save` writes it as PNG and SVG. The data come
+from ``book/data/`` (reported numbers with a ``source`` column, see its README) and from our own
+run logs (``metrics.jsonl``). ``bgpo figures --data book/data --out DIR`` redraws them all.
+
+Bad input (missing file, missing column, empty table) raises :class:`bgpo.errors.BGPOError`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from bgpo.errors import BGPOError
+
+# The book's one style: readable at page width, colour-blind-safe palette (Okabe–Ito), light grid.
+STYLE = {
+    "figure.figsize": (6.4, 3.8),
+    "figure.dpi": 110,
+    "savefig.dpi": 150,
+    "savefig.bbox": "tight",
+    "font.size": 10,
+    "axes.titlesize": 10,
+    "axes.labelsize": 10,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "legend.frameon": False,
+    "legend.fontsize": 8,
+    "axes.prop_cycle": matplotlib.cycler(color=[
+        "#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]),
+}
+plt.rcParams.update(STYLE)
+
+# Fixed colours for the objectives so every chapter shows bgpo/elbo/d1 the same way.
+OBJECTIVE_COLORS = {"bgpo": "#0072B2", "elbo": "#D55E00", "d1": "#009E73"}
+
+
+def require_columns(df: pd.DataFrame, columns: Iterable[str], what: str) -> None:
+    """Raise BGPOError unless ``df`` is a non-empty DataFrame holding ``columns``."""
+    if not isinstance(df, pd.DataFrame):
+        raise BGPOError(f"{what}: expected a pandas DataFrame, got {type(df).__name__}")
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise BGPOError(f"{what}: missing column(s) {missing}; the table has {list(df.columns)}")
+    if df.empty:
+        raise BGPOError(f"{what}: the table is empty; nothing to plot")
+
+
+def load_csv(path: str | Path, columns: Iterable[str] = ()) -> pd.DataFrame:
+    """Read a tidy CSV of ``book/data`` and check it has ``columns``."""
+    path = Path(path)
+    if not path.is_file():
+        raise BGPOError(f"data file {path} not found; see book/data/README.md for what each file holds")
+    df = pd.read_csv(path)
+    require_columns(df, columns, str(path))
+    return df
+
+
+def read_metrics(paths: Mapping[str, str | Path] | Iterable[str | Path]) -> pd.DataFrame:
+    """Concatenate ``metrics.jsonl`` files (one JSON object per line) into one tidy frame.
+
+    ``paths`` maps a run label to a file (or is a list of files, labelled by their parent folder);
+    the label goes into a ``run`` column. Lines that are not JSON objects raise BGPOError naming
+    the file and line, so a truncated log is never silently half-plotted.
+    """
+    items = paths.items() if isinstance(paths, Mapping) else ((Path(p).parent.name, p) for p in paths)
+    frames = []
+    for label, path in items:
+        path = Path(path)
+        if not path.is_file():
+            raise BGPOError(f"metrics file {path} not found; pass the metrics.jsonl a `bgpo train` run wrote")
+        rows = []
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise BGPOError(f"{path}:{n} is not valid JSON ({err.msg}); is the log truncated?") from None
+            if not isinstance(row, dict):
+                raise BGPOError(f"{path}:{n} is not a JSON object")
+            rows.append(row)
+        frame = pd.DataFrame(rows)
+        frame.insert(0, "run", str(label))
+        frames.append(frame)
+    if not frames:
+        raise BGPOError("no metrics files given")
+    return pd.concat(frames, ignore_index=True)
+
+
+def save(fig: Figure, path: str | Path) -> list[Path]:
+    """Write ``fig`` as ``<path>.png`` and ``<path>.svg`` (any suffix of ``path`` is replaced)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    written = []
+    for suffix in (".png", ".svg"):
+        out = path.with_suffix(suffix)
+        fig.savefig(out)
+        written.append(out)
+    return written
+
+
+def _color(name: str, i: int) -> str:
+    cycle = STYLE["axes.prop_cycle"].by_key()["color"]
+    return OBJECTIVE_COLORS.get(str(name).lower(), cycle[i % len(cycle)])
+
+
+def main_results(df: pd.DataFrame) -> Figure:
+    """Grouped bars: accuracy (%) per benchmark (x) and method (bars); one panel per ``source``."""
+    require_columns(df, ["benchmark", "method", "accuracy_pct", "source"], "main results")
+    sources = list(dict.fromkeys(df["source"]))
+    fig, axes = plt.subplots(len(sources), 1, figsize=(7.5, 3.6 * len(sources)), squeeze=False)
+    for ax, source in zip(axes[:, 0], sources):
+        part = df[df["source"] == source]
+        benchmarks = list(dict.fromkeys(part["benchmark"]))
+        methods = list(dict.fromkeys(part["method"]))
+        width = 0.8 / len(methods)
+        x = np.arange(len(benchmarks))
+        for i, method in enumerate(methods):
+            rows = part[part["method"] == method].set_index("benchmark")["accuracy_pct"]
+            heights = [rows.get(b, np.nan) for b in benchmarks]
+            ax.bar(x + (i - (len(methods) - 1) / 2) * width, heights, width, label=method, color=_color(method, i))
+        ax.set_xticks(x, benchmarks)
+        ax.set_ylabel("accuracy (%)")
+        ax.set_title(f"source: {source}", loc="left")
+        ax.legend(ncols=min(len(methods), 6), loc="upper left", bbox_to_anchor=(0, -0.1))
+    fig.tight_layout()
+    return fig
+
+
+def zero_shot_by_length(df: pd.DataFrame) -> Figure:
+    """Accuracy (%) vs generation length (tokens), one line per benchmark (base model, zero-shot)."""
+    require_columns(df, ["benchmark", "gen_length", "accuracy_pct", "source"], "zero-shot results")
+    fig, ax = plt.subplots()
+    for i, (bench, part) in enumerate(df.groupby("benchmark", sort=False)):
+        part = part.sort_values("gen_length")
+        ax.plot(part["gen_length"], part["accuracy_pct"], marker="o", label=bench, color=_color(bench, i))
+    lengths = sorted(df["gen_length"].unique())
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(lengths, [str(v) for v in lengths])
+    ax.set_xlabel("generation length (tokens)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(f"source: {'; '.join(dict.fromkeys(df['source']))}", loc="left", fontsize=8)
+    ax.legend()
+    return fig
+
+
+def _mean_spread(df: pd.DataFrame, x: str, y: str, group: str, seed: str | None) -> pd.DataFrame:
+    """Mean and standard deviation of ``y`` over seeds at each (group, x)."""
+    keys = [group, x]
+    if seed is not None and seed in df.columns:
+        per_seed = df.groupby(keys + [seed], sort=False)[y].mean().reset_index()
+    else:
+        per_seed = df[keys + [y]]
+    stats = per_seed.groupby(keys, sort=False)[y].agg(["mean", "std", "count"]).reset_index()
+    return stats.fillna({"std": 0.0})
+
+
+def curves(df: pd.DataFrame, y: str = "reward", *, x: str = "step", group: str = "run",
+           seed: str | None = "seed", ylabel: str | None = None, xlabel: str = "RL step",
+           smooth: int = 1, ax: plt.Axes | None = None) -> Figure:
+    """``y`` vs ``x`` per ``group``: mean over seeds with a ± one-standard-deviation band.
+
+    ``smooth`` > 1 applies a centred rolling mean of that many points to each seed's curve first.
+    """
+    require_columns(df, [x, y, group], "curves")
+    if smooth < 1:
+        raise BGPOError(f"smooth must be >= 1 (got {smooth})")
+    data = df.dropna(subset=[y])
+    if data.empty:
+        raise BGPOError(f"curves: column {y!r} has no values")
+    if smooth > 1:
+        by = [group] + ([seed] if seed and seed in data.columns else [])
+        data = data.sort_values(x).copy()
+        data[y] = data.groupby(by, sort=False)[y].transform(
+            lambda s: s.rolling(smooth, center=True, min_periods=1).mean())
+    stats = _mean_spread(data, x, y, group, seed)
+    fig = ax.figure if ax is not None else plt.subplots()[0]
+    ax = ax if ax is not None else fig.axes[0]
+    for i, (name, part) in enumerate(stats.groupby(group, sort=False)):
+        part = part.sort_values(x)
+        color = _color(name, i)
+        n = int(part["count"].max())
+        ax.plot(part[x], part["mean"], color=color, label=f"{name} (n={n})" if n > 1 else str(name))
+        if n > 1:
+            ax.fill_between(part[x], part["mean"] - part["std"], part["mean"] + part["std"], color=color, alpha=0.2)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel or y)
+    ax.legend()
+    return fig
+
+
+def accuracy_vs_nt(df: pd.DataFrame, y: str = "accuracy", *, group: str | None = "objective",
+                   seed: str | None = "seed", ylabel: str = "held-out accuracy (fraction)") -> Figure:
+    """``y`` vs the number of MC samples ``n_t`` (log2 axis): mean ± std over seeds, per ``group``."""
+    require_columns(df, ["n_t", y] + ([group] if group else []), "accuracy vs n_t")
+    data = df.copy()
+    if not group:
+        group = "_all"
+        data[group] = "all"
+    stats = _mean_spread(data, "n_t", y, group, seed)
+    fig, ax = plt.subplots()
+    for i, (name, part) in enumerate(stats.groupby(group, sort=False)):
+        part = part.sort_values("n_t")
+        ax.errorbar(part["n_t"].to_numpy(float), part["mean"].to_numpy(float),
+                    yerr=part["std"].to_numpy(float), marker="o", capsize=3,
+                    color=_color(name, i), label=None if name == "all" else str(name))
+    values = sorted(data["n_t"].unique())
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(values, [str(int(v)) for v in values])
+    ax.set_xlabel("MC samples per response $n_t$")
+    ax.set_ylabel(ylabel)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
+    return fig
+
+
+def memory_vs_nt(records: pd.DataFrame | Iterable[Mapping], *, memory: str = "activation_bytes",
+                 time: str | None = "seconds", label: str | None = None) -> Figure:
+    """Activation memory (MiB) and, when given, time per update (s) vs ``n_t``, one line per objective.
+
+    ``records`` has one row per (objective, n_t) measurement, e.g. the output of ``bgpo bench memory``.
+    ``label`` (e.g. the device) goes into the title so CPU and GPU measurements are never confused.
+    """
+    df = records if isinstance(records, pd.DataFrame) else pd.DataFrame(list(records))
+    cols = ["objective", "n_t", memory] + ([time] if time else [])
+    require_columns(df, cols, "memory records")
+    fig, axes = plt.subplots(1, 2 if time else 1, figsize=(9, 3.6) if time else (5, 3.6), squeeze=False)
+    panels = [(memory, "activation memory (MiB)", 2.0**-20)] + ([(time, "time per update (s)", 1.0)] if time else [])
+    values = sorted(df["n_t"].unique())
+    for ax, (col, ylabel, scale) in zip(axes[0], panels):
+        for i, (name, part) in enumerate(df.groupby("objective", sort=False)):
+            part = part.groupby("n_t")[col].mean().sort_index()
+            ax.plot(part.index, part.values * scale, marker="o", label=str(name), color=_color(name, i))
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(values, [str(int(v)) for v in values])
+        ax.set_xlabel("MC samples per response $n_t$")
+        ax.set_ylabel(ylabel)
+        ax.legend()
+    if label:
+        fig.suptitle(label, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def elbo_variance(df: pd.DataFrame, y: str = "variance") -> Figure:
+    """Variance of the ELBO estimate (nats²) vs ``n_t`` on log–log axes, with a ``1/n_t`` guide."""
+    require_columns(df, ["n_t", y], "ELBO variance")
+    group = "estimator" if "estimator" in df.columns else None
+    fig, ax = plt.subplots()
+    parts = df.groupby(group, sort=False) if group else [("MC estimate", df)]
+    first = None
+    for i, (name, part) in enumerate(parts):
+        part = part.groupby("n_t")[y].mean().sort_index()
+        first = part if first is None else first
+        ax.plot(part.index, part.values, marker="o", label=str(name), color=_color(name, i))
+    n = np.array(first.index, dtype=float)
+    ax.plot(n, first.values[0] * n[0] / n, ls="--", color="grey", label=r"$\propto 1/n_t$")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xticks(n, [str(int(v)) for v in n])
+    ax.set_xlabel("MC samples $n_t$")
+    ax.set_ylabel(r"variance of $\widehat{\mathrm{ELBO}}$ (nats$^2$)")
+    ax.legend()
+    return fig
+
+
+def bound_plot(z_range: float = 2.0, n_t: int = 16, seed: int = 0) -> Figure:
+    """The two inequalities behind BGPO, drawn.
+
+    Left: ``exp(z) >= 1 + z`` (tangent at 0; the bound for ``A >= 0``). Right: Jensen's gap
+    ``mean_j exp(delta_j) - exp(mean_j delta_j) >= 0`` (the bound for ``A < 0``) for ``n_t``
+    Gaussian ``delta_j`` of growing spread, zero exactly when all ``delta_j`` are equal (on-policy).
+    """
+    z = np.linspace(-z_range, z_range, 401)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
+    left.plot(z, np.exp(z), label=r"$e^{z}$ (ratio $\rho$)")
+    left.plot(z, 1 + z, label=r"$1+z$ (BGPO, $A\geq 0$)")
+    left.fill_between(z, 1 + z, np.exp(z), color="grey", alpha=0.2, label="gap ≥ 0")
+    left.axvline(0, color="k", lw=0.5)
+    left.set_xlabel(r"$z = \frac{1}{n_t}\sum_j \delta_j$ (log-ratio, nats)")
+    left.set_ylabel("value (ratio)")
+    left.legend()
+    rng = np.random.default_rng(seed)
+    sigma = np.linspace(0.0, 1.0, 21)
+    eps = rng.standard_normal((2000, n_t))  # (draws, n_t)
+    gaps = []
+    for s in sigma:
+        delta = s * eps
+        gaps.append(np.mean(np.exp(delta).mean(1) - np.exp(delta.mean(1))))
+    right.plot(sigma, gaps, marker="o", ms=3, label=rf"mean Jensen gap, $n_t={n_t}$")
+    right.plot(sigma, np.exp(sigma**2 / 2) - np.exp(sigma**2 / (2 * n_t)), ls="--", color="grey",
+               label=r"$e^{\sigma^2/2}-e^{\sigma^2/(2n_t)}$ (Gaussian)")
+    right.set_xlabel(r"spread $\sigma$ of the per-sample $\delta_j$ (nats)")
+    right.set_ylabel(r"$\overline{e^{\delta}} - e^{\bar\delta}$ (ratio)")
+    right.legend()
+    fig.tight_layout()
+    return fig
+
+
+def draw_all(data_dir: str | Path, out_dir: str | Path) -> list[Path]:
+    """Redraw every figure whose data file exists in ``data_dir``; return the files written."""
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    if not data_dir.is_dir():
+        raise BGPOError(f"data folder {data_dir} not found; pass --data pointing at book/data")
+    written: list[Path] = []
+
+    def emit(fig: Figure, name: str) -> None:
+        written.extend(save(fig, out_dir / name))
+        plt.close(fig)
+
+    emit(bound_plot(), "bound")
+    if (data_dir / "main_results.csv").is_file():
+        emit(main_results(load_csv(data_dir / "main_results.csv")), "main_results")
+    if (data_dir / "llada_zero_shot.csv").is_file():
+        emit(zero_shot_by_length(load_csv(data_dir / "llada_zero_shot.csv")), "llada_zero_shot")
+    for path in sorted((data_dir / "memory").glob("*.json")):
+        record = json.loads(path.read_text())
+        rows = record.get("records") if isinstance(record, dict) else record
+        label = record.get("device") if isinstance(record, dict) else None
+        emit(memory_vs_nt(rows, label=label), f"memory_{path.stem}")
+    return written
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", default="book/data", help="folder of tidy data files (default: book/data)")
+    parser.add_argument("--out", default="book/figures", help="folder to write PNG+SVG figures into (default: book/figures)")
+
+
+def main(args: argparse.Namespace) -> int:
+    written = draw_all(args.data, args.out)
+    for path in written:
+        print(path)
+    return 0
