@@ -104,6 +104,9 @@ class LLaDAConfig(PretrainedConfig):
             if getattr(self, field) != want:
                 raise BGPOError(f"LLaDA config: {field}={getattr(self, field)!r} is not supported by bgpo.model "
                                 f"(LLaDA-8B uses {want!r}); set {field} to {want!r}")
+        for field in ("attention_dropout", "residual_dropout", "embedding_dropout"):  # extras in config.json
+            if getattr(self, field, 0.0):
+                raise BGPOError(f"LLaDA config: {field}={getattr(self, field)} is not implemented; set it to 0.0")
         if self.multi_query_attention:
             raise BGPOError("LLaDA config: multi_query_attention=true is not supported; set n_kv_heads=1 instead")
         for field in ("d_model", "n_layers", "n_heads", "n_kv_heads", "mlp_hidden_size", "vocab_size"):
@@ -118,7 +121,7 @@ class LLaDAConfig(PretrainedConfig):
             raise BGPOError(f"LLaDA config: embedding_size={self.embedding_size} < vocab_size={self.vocab_size}; "
                             f"set embedding_size >= vocab_size")
         for field in ("mask_token_id", "eos_token_id", "pad_token_id"):
-            if not 0 <= getattr(self, field) < self.vocab_size:
+            if not isinstance(getattr(self, field), int) or not 0 <= getattr(self, field) < self.vocab_size:
                 raise BGPOError(f"LLaDA config: {field}={getattr(self, field)} is outside the vocabulary "
                                 f"(vocab_size={self.vocab_size}); use the tokenizer's id")
 
@@ -153,7 +156,7 @@ class RMSNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x32 = x.float()
         y = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (self.weight * y.to(x.dtype)) if x.dtype != torch.float32 else self.weight * y
+        return self.weight * y.to(x.dtype)
 
 
 def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -291,10 +294,11 @@ class LLaDAModelLM(PreTrainedModel):
                 raise BGPOError(f"packed forward takes input_ids of shape (1, N) and no attention_mask; got "
                                 f"{tuple(input_ids.shape)}{' with a mask' if attention_mask is not None else ''}")
             cu = cu_seqlens.to(device=dev, dtype=torch.int32)
-            lengths = cu.diff()
-            if int(cu[0]) != 0 or int(cu[-1]) != T or bool((lengths <= 0).any()):
-                raise BGPOError(f"cu_seqlens must rise strictly from 0 to N={T}; got {cu.tolist()}")
-            max_seqlen = int(lengths.max()) if max_seqlen is None else int(max_seqlen)
+            bounds = cu.tolist()  # one host sync: validate, and max_seqlen for flash-attn
+            if bounds[0] != 0 or bounds[-1] != T or any(b <= a for a, b in zip(bounds, bounds[1:])):
+                raise BGPOError(f"cu_seqlens must rise strictly from 0 to N={T} (the packed length); got {bounds}")
+            lengths = cu.diff()  # (S,)
+            max_seqlen = max(b - a for a, b in zip(bounds, bounds[1:])) if max_seqlen is None else int(max_seqlen)
             seq_id = torch.repeat_interleave(torch.arange(len(lengths), device=dev), lengths)  # (N,)
             positions = (torch.arange(T, device=dev) - cu[seq_id])[None]  # (1, N): 0.. in each sequence
             attn_bias = (seq_id[:, None] == seq_id[None, :])[None, None]  # (1, 1, N, N) block-diagonal
