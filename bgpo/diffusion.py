@@ -1,0 +1,215 @@
+"""Masked-diffusion maths for LLaDA-style models: masking, the ELBO estimator, SFT loss, sampler.
+
+A response ``y`` of ``L`` tokens follows a prompt ``x``. A masked copy ``y_j`` replaces a subset
+``M_j`` of the *response* positions by the mask token (the prompt is never masked) and the model
+predicts every masked token at once. One Monte Carlo term of the ELBO of ``log p(y | x)`` is
+
+    ell_j = (L / |M_j|) * sum_{i in M_j} log p_theta(y^i | y_j, x)
+
+and BGPO's ratios use the per-token-normalised term ``l_j = ell_j / L`` (mean log-probability
+over the masked positions). Mask counts are stratified over ``n_t`` samples (LLaDA's likelihood
+estimator) and drawn once per rollout, then reused for the old and the new policy (common random
+numbers), so the difference ``l_j(theta) - l_j(theta_old)`` has low variance.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from bgpo.errors import BGPOError
+
+
+def _mask_id(model: torch.nn.Module, mask_id: int | None) -> int:
+    if mask_id is not None:
+        return mask_id
+    mask_id = getattr(getattr(model, "config", None), "mask_token_id", None)
+    if mask_id is None:
+        raise BGPOError("no mask token id: pass mask_id= or use a model whose config sets mask_token_id")
+    return int(mask_id)
+
+
+def _rand(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device,
+          dtype: torch.dtype = torch.float32) -> Tensor:
+    """Uniform noise drawn on the generator's device (so seeded runs repeat), moved to ``device``."""
+    if generator is None:
+        return torch.rand(shape, dtype=dtype, device=device)
+    return torch.rand(shape, generator=generator, dtype=dtype, device=generator.device).to(device)
+
+
+def stratified_counts(response_len: Tensor, n_t: int, generator: torch.Generator | None = None) -> Tensor:
+    """Mask counts for ``n_t`` coupled samples, stratified over ``1..L``.
+
+    ``k ~ Uniform{1..L}`` once per sequence, then ``x_j = round(k + (j-1) L / n_t)`` wrapped into
+    ``1..L``: the ``n_t`` masking ratios cover ``(0, 1]`` evenly, which lowers the estimator's
+    variance against independent draws.
+    """
+    if n_t < 1:
+        raise BGPOError(f"n_t must be >= 1 (got {n_t}): it is the number of Monte Carlo mask samples")
+    L = response_len.to(torch.float64)  # (B,)
+    u = _rand(tuple(L.shape), generator, L.device, torch.float64)
+    k = torch.floor(u * L) + 1  # (B,) in 1..L
+    j = torch.arange(n_t, dtype=torch.float64, device=L.device)
+    x = torch.floor(k[:, None] + j[None, :] * L[:, None] / n_t + 0.5)  # (B, n_t)
+    return ((x - 1) % L[:, None] + 1).long()
+
+
+def draw_masks(response_mask: Tensor, n_t: int, generator: torch.Generator | None = None) -> Tensor:
+    """Draw ``n_t`` coupled response-only masks per sequence: ``(B, T) -> (B, n_t, T)`` bool.
+
+    Sample ``j`` masks exactly ``x_j`` (see :func:`stratified_counts`) response positions chosen
+    uniformly without replacement. Draw once per rollout and reuse for every policy evaluation.
+    """
+    if response_mask.dim() != 2 or response_mask.dtype != torch.bool:
+        raise BGPOError(f"response_mask must be a (batch, seq) bool tensor, got {tuple(response_mask.shape)} {response_mask.dtype}")
+    B, T = response_mask.shape
+    L = response_mask.sum(-1)  # (B,)
+    if (L == 0).any():
+        raise BGPOError("a sequence has no response tokens: every rollout needs gen_length >= 1 response positions")
+    counts = stratified_counts(L, n_t, generator)  # (B, n_t)
+    scores = _rand((B, n_t, T), generator, response_mask.device)
+    scores = scores.masked_fill(~response_mask[:, None, :], 2.0)  # prompt/pad positions sort last
+    ranks = scores.argsort(-1).argsort(-1)  # (B, n_t, T) rank of each position among random scores
+    return ranks < counts[..., None]
+
+
+def masked_logprobs(
+    model: torch.nn.Module, input_ids: Tensor, mask: Tensor, attention_mask: Tensor | None = None,
+    mask_id: int | None = None,
+) -> Tensor:
+    """``log p_theta(y^i | y_masked)`` at every masked position, 0 elsewhere: ``(B, T)``.
+
+    The vocabulary softmax is taken only at masked positions, so the saved activations of the
+    loss head scale with ``|M|`` rather than with ``B * T``.
+    """
+    if mask.shape != input_ids.shape:
+        raise BGPOError(f"mask shape {tuple(mask.shape)} != input_ids shape {tuple(input_ids.shape)}")
+    noisy = input_ids.masked_fill(mask, _mask_id(model, mask_id))
+    logits = model(noisy, attention_mask=attention_mask).logits  # (B, T, V)
+    selected = logits[mask]  # (|M|, V)
+    if selected.dtype in (torch.float16, torch.bfloat16):
+        selected = selected.float()  # the softmax in at least float32
+    picked = -F.cross_entropy(selected, input_ids[mask], reduction="none")  # (|M|,)
+    out = torch.zeros(input_ids.shape, dtype=picked.dtype, device=picked.device)
+    return out.masked_scatter(mask, picked)
+
+
+def elbo_term(
+    model: torch.nn.Module, input_ids: Tensor, mask: Tensor, response_mask: Tensor,
+    attention_mask: Tensor | None = None, *, mask_id: int | None = None,
+) -> tuple[Tensor, Tensor]:
+    """One MC sample: ``ell_j = (L/|M_j|) sum_{i in M_j} log p(y^i | y_j, x)`` and ``l_j = ell_j / L``.
+
+    Returns ``(ell, l)``, each ``(B,)``. ``mask`` is ``(B, T)``, a subset of ``response_mask``.
+    """
+    if (mask & ~response_mask).any():
+        raise BGPOError("a mask covers prompt or padding positions: masks must come from draw_masks(response_mask, ...)")
+    n_masked = mask.sum(-1)
+    if (n_masked == 0).any():
+        raise BGPOError("an MC sample masks no token: each mask needs >= 1 masked response position")
+    logp = masked_logprobs(model, input_ids, mask, attention_mask, mask_id)  # (B, T)
+    l = logp.sum(-1) / n_masked  # (B,)
+    return l * response_mask.sum(-1), l
+
+
+def elbo_terms(
+    model: torch.nn.Module, input_ids: Tensor, masks: Tensor, response_mask: Tensor,
+    attention_mask: Tensor | None = None, *, mask_id: int | None = None,
+) -> Tensor:
+    """All ``n_t`` normalised terms ``l_j`` in one autograd graph: ``(B, n_t, T) masks -> (B, n_t)``."""
+    if masks.dim() != 3:
+        raise BGPOError(f"masks must be (batch, n_t, seq), got shape {tuple(masks.shape)}")
+    return torch.stack(
+        [elbo_term(model, input_ids, masks[:, j], response_mask, attention_mask, mask_id=mask_id)[1]
+         for j in range(masks.shape[1])], dim=1)  # (B, n_t)
+
+
+def sft_loss(
+    model: torch.nn.Module, input_ids: Tensor, response_mask: Tensor, attention_mask: Tensor | None = None,
+    *, mask_id: int | None = None, eps: float = 1e-3, generator: torch.Generator | None = None,
+) -> Tensor:
+    """LLaDA's supervised fine-tuning loss (the masked-diffusion ELBO with ``1/t`` weighting).
+
+    Per sequence ``t ~ U(eps, 1)``; each response token is masked with probability ``t``;
+    ``loss = mean_b [ sum_{i masked} -log p(y^i | y_t, x) / t ] / L_b``.
+    """
+    B, T = input_ids.shape
+    t = eps + (1 - eps) * _rand((B,), generator, input_ids.device)  # (B,)
+    u = _rand((B, T), generator, input_ids.device)
+    mask = (u < t[:, None]) & response_mask  # (B, T)
+    logp = masked_logprobs(model, input_ids, mask, attention_mask, mask_id)  # (B, T)
+    per_seq = -(logp / t[:, None]).sum(-1) / response_mask.sum(-1).clamp(min=1)
+    return per_seq.mean()
+
+
+def _transfer_schedule(n_masked: Tensor, steps: int) -> Tensor:
+    """How many tokens to commit at each of ``steps`` steps: ``(B,) -> (B, steps)``, spread evenly."""
+    base = n_masked // steps
+    extra = n_masked % steps
+    schedule = base[:, None].repeat(1, steps)
+    return schedule + (torch.arange(steps, device=n_masked.device)[None, :] < extra[:, None]).long()
+
+
+@torch.no_grad()
+def generate(
+    model: torch.nn.Module, prompt_ids: Tensor, prompt_attention_mask: Tensor | None = None, *,
+    gen_length: int, steps: int, block_length: int = 32, temperature: float = 0.0,
+    remasking: str = "low_confidence", mask_id: int | None = None, eos_id: int | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """LLaDA's semi-autoregressive sampler: ``(B, P)`` left-padded prompts -> ``(B, P + gen_length)``.
+
+    The response starts all-mask and is split into blocks of ``block_length``; each block gets
+    ``steps / n_blocks`` denoising steps. A step runs the model on the whole sequence, samples
+    ``x0 = argmax(logits + temperature * Gumbel)`` (greedy at 0), and commits the masked positions
+    of the current block with the highest confidence (``low_confidence``: probability of the
+    sampled token; ``random``: uniform scores), ``k`` per step spread evenly over the block's steps.
+    Masks still left at the end (none, by construction) would become EOS.
+    """
+    mask_id = _mask_id(model, mask_id)
+    eos_id = eos_id if eos_id is not None else getattr(model.config, "eos_token_id", None)
+    if eos_id is None:
+        raise BGPOError("no EOS id: pass eos_id= or use a model whose config sets eos_token_id")
+    if gen_length < 1 or block_length < 1 or gen_length % block_length:
+        raise BGPOError(f"gen_length ({gen_length}) must be a positive multiple of block_length ({block_length})")
+    n_blocks = gen_length // block_length
+    if steps < n_blocks or steps % n_blocks:
+        raise BGPOError(f"steps ({steps}) must be a positive multiple of the number of blocks ({n_blocks})")
+    if remasking not in ("low_confidence", "random"):
+        raise BGPOError(f"remasking must be 'low_confidence' or 'random', got {remasking!r}")
+    if (prompt_ids == mask_id).any():
+        raise BGPOError(f"a prompt contains the mask token id {mask_id}: remove it from the prompt text")
+    B, P = prompt_ids.shape
+    device = prompt_ids.device
+    if prompt_attention_mask is None:
+        prompt_attention_mask = torch.ones_like(prompt_ids)
+    x = torch.cat([prompt_ids, torch.full((B, gen_length), mask_id, dtype=prompt_ids.dtype, device=device)], 1)
+    attention = torch.cat([prompt_attention_mask, torch.ones((B, gen_length), dtype=prompt_attention_mask.dtype,
+                                                             device=device)], 1)  # (B, P + L)
+    position = torch.arange(P + gen_length, device=device)
+    steps_per_block = steps // n_blocks
+    for b in range(n_blocks):
+        start, end = P + b * block_length, P + (b + 1) * block_length
+        in_block = (position >= start) & (position < end)  # (T,)
+        schedule = _transfer_schedule((x[:, start:end] == mask_id).sum(-1), steps_per_block)  # (B, steps)
+        for i in range(steps_per_block):
+            masked = x == mask_id  # (B, T)
+            logits = model(x, attention_mask=attention).logits.to(torch.float64)  # (B, T, V)
+            logits[..., mask_id] = -torch.inf  # never "unmask" to the mask token (a tiny model might)
+            if temperature > 0:
+                u = _rand(tuple(logits.shape), generator, device, torch.float64)
+                neg_log_u = -torch.log(u.clamp(min=1e-20))
+                gumbel = -torch.log(neg_log_u.clamp(min=1e-20))  # standard Gumbel noise
+                x0 = (logits + temperature * gumbel).argmax(-1)  # (B, T)
+            else:
+                x0 = logits.argmax(-1)
+            if remasking == "low_confidence":
+                confidence = torch.softmax(logits, -1).gather(-1, x0[..., None]).squeeze(-1)
+            else:
+                confidence = _rand(tuple(x0.shape), generator, device, torch.float64)
+            confidence = confidence.masked_fill(~(masked & in_block), -torch.inf)
+            rank = confidence.argsort(-1, descending=True).argsort(-1)  # (B, T)
+            commit = (rank < schedule[:, i:i + 1]) & masked & in_block
+            x = torch.where(commit, x0, x)
+    return x.masked_fill(x == mask_id, eos_id)
