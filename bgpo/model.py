@@ -199,7 +199,7 @@ class LLaDABlock(GradientCheckpointingLayer):
         k = self.k_proj(n).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, KV, T, hd)
         v = self.v_proj(n).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, KV, T, hd)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if cu_seqlens is not None and _use_flash(q):
+        if cu_seqlens is not None and attn_bias is None:  # packed + flash-attn (see LLaDAModelLM.forward)
             from flash_attn import flash_attn_varlen_func  # optional dependency: imported only when used
 
             qf, kf, vf = (t[0].transpose(0, 1) for t in (q, k, v))  # (N, heads, hd), GQA handled by the kernel
@@ -216,9 +216,12 @@ class LLaDABlock(GradientCheckpointingLayer):
         return h + self.ff_out(F.silu(self.ff_proj(m)) * self.up_proj(m))
 
 
-def _use_flash(q: torch.Tensor) -> bool:
-    """flash-attn varlen applies to CUDA fp16/bf16 tensors when the package is installed."""
-    if not q.is_cuda or q.dtype not in (torch.float16, torch.bfloat16):
+def flash_attn_usable(x: torch.Tensor) -> bool:
+    """flash-attn varlen serves packed batches of CUDA fp16/bf16 tensors (or under CUDA half autocast), if installed."""
+    if not x.is_cuda:
+        return False
+    half = (torch.float16, torch.bfloat16)
+    if x.dtype not in half and not (torch.is_autocast_enabled("cuda") and torch.get_autocast_dtype("cuda") in half):
         return False
     try:
         import flash_attn  # noqa: F401
@@ -253,8 +256,7 @@ class LLaDAModelLM(PreTrainedModel):
     main_input_name = "input_ids"
     supports_gradient_checkpointing = True
     _no_split_modules = ["LLaDABlock"]
-    _supports_sdpa = True
-    _supports_flash_attn = True
+    _supports_sdpa = True  # flash-attn is used directly for packed input, not via attn_implementation
 
     def __init__(self, config: LLaDAConfig):
         super().__init__(config)
@@ -286,9 +288,11 @@ class LLaDAModelLM(PreTrainedModel):
             super().gradient_checkpointing_enable(gradient_checkpointing_kwargs, **kwargs)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                cu_seqlens: torch.Tensor | None = None, max_seqlen: int | None = None, **_) -> MaskedLMOutput:
+                cu_seqlens: torch.Tensor | None = None, max_seqlen: int | None = None) -> MaskedLMOutput:
         B, T = input_ids.shape
         dev = input_ids.device
+        x = self.model.transformer.wte(input_ids)  # (B, T, d_model)
+        cu = None
         if cu_seqlens is not None:
             if attention_mask is not None or B != 1:
                 raise BGPOError(f"packed forward takes input_ids of shape (1, N) and no attention_mask; got "
@@ -298,10 +302,14 @@ class LLaDAModelLM(PreTrainedModel):
             if bounds[0] != 0 or bounds[-1] != T or any(b <= a for a, b in zip(bounds, bounds[1:])):
                 raise BGPOError(f"cu_seqlens must rise strictly from 0 to N={T} (the packed length); got {bounds}")
             lengths = cu.diff()  # (S,)
-            max_seqlen = max(b - a for a, b in zip(bounds, bounds[1:])) if max_seqlen is None else int(max_seqlen)
+            longest = max(b - a for a, b in zip(bounds, bounds[1:]))
+            if max_seqlen is not None and max_seqlen < longest:
+                raise BGPOError(f"max_seqlen={max_seqlen} is below the longest packed sequence ({longest}); pass {longest}")
+            max_seqlen = longest
             seq_id = torch.repeat_interleave(torch.arange(len(lengths), device=dev), lengths)  # (N,)
             positions = (torch.arange(T, device=dev) - cu[seq_id])[None]  # (1, N): 0.. in each sequence
-            attn_bias = (seq_id[:, None] == seq_id[None, :])[None, None]  # (1, 1, N, N) block-diagonal
+            # flash-attn takes the boundaries themselves; otherwise an explicit block-diagonal mask
+            attn_bias = None if flash_attn_usable(x) else (seq_id[:, None] == seq_id[None, :])[None, None]  # (1,1,N,N)
         elif attention_mask is not None:
             real = attention_mask.to(dev).bool()  # (B, T)
             positions = (real.long().cumsum(-1) - 1).clamp(min=0)  # (B, T): 0 at the first real token
@@ -312,10 +320,8 @@ class LLaDAModelLM(PreTrainedModel):
             attn_bias = None
         cos, sin = rope_cos_sin(positions, self.config.d_model // self.config.n_heads, self.config.rope_theta)
         tr = self.model.transformer
-        x = tr.wte(input_ids)  # (B, T, d_model)
         for block in tr.blocks:
-            x = block(x, cos, sin, attn_bias, cu_seqlens=cu if cu_seqlens is not None else None,
-                      max_seqlen=max_seqlen)
+            x = block(x, cos, sin, attn_bias, cu_seqlens=cu, max_seqlen=max_seqlen)
         logits = tr.ff_out(tr.ln_f(x))  # (B, T, embedding_size)
         return MaskedLMOutput(logits=logits[..., : self.config.vocab_size])
 

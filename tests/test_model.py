@@ -117,6 +117,37 @@ def test_packed_equals_single_equals_left_padded(dtype, tol):
     assert single[0].std() > 0.05  # real, non-constant logits
 
 
+def test_flash_varlen_call_matches_sdpa(monkeypatch):
+    """The flash-attn branch, run on CPU with a stand-in kernel that follows flash_attn_varlen_func's contract."""
+    calls = []
+
+    def fake_varlen(q, k, v, cu_q, cu_k, max_q, max_k, dropout_p=0.0, softmax_scale=None, causal=False):
+        assert q.shape[1:] == (4, 16) and k.shape[1:] == (2, 16) and cu_q.dtype == torch.int32 and not causal
+        calls.append((cu_q.tolist(), max_q))
+        out = torch.empty_like(q)  # (N, H, hd)
+        for a, b in zip(cu_q.tolist(), cu_q.tolist()[1:]):
+            qs, ks, vs = (t[a:b].transpose(0, 1) for t in (q, k, v))  # (heads, n, hd)
+            ks, vs = ks.repeat_interleave(2, 0), vs.repeat_interleave(2, 0)
+            out[a:b] = torch.nn.functional.scaled_dot_product_attention(qs, ks, vs).transpose(0, 1)
+        return out
+
+    import sys
+    import types
+
+    import bgpo.model as bm
+
+    monkeypatch.setitem(sys.modules, "flash_attn", types.SimpleNamespace(flash_attn_varlen_func=fake_varlen))
+    monkeypatch.setattr(bm, "flash_attn_usable", lambda x: True)
+    model, _, seqs = _three_sequences(torch.float32)
+    cu = torch.tensor([0, 5, 14, 17], dtype=torch.int32)
+    with torch.no_grad():
+        flash = model(torch.cat(seqs)[None], cu_seqlens=cu, max_seqlen=9).logits
+        monkeypatch.setattr(bm, "flash_attn_usable", lambda x: False)
+        sdpa = model(torch.cat(seqs)[None], cu_seqlens=cu, max_seqlen=9).logits
+    assert calls == [([0, 5, 14, 17], 9)] * 2  # once per layer
+    assert (flash - sdpa).abs().max() < 1e-5
+
+
 def test_attention_is_bidirectional():
     model, _, seqs = _three_sequences(torch.float32)
     ids = seqs[1][None].clone()
@@ -134,6 +165,8 @@ def test_packed_input_errors():
         model(ids, cu_seqlens=torch.tensor([0, 5, 16], dtype=torch.int32))
     with pytest.raises(BGPOError, match=r"\(1, N\)"):
         model(ids.expand(2, -1), cu_seqlens=torch.tensor([0, 17], dtype=torch.int32))
+    with pytest.raises(BGPOError, match="max_seqlen"):
+        model(ids, cu_seqlens=torch.tensor([0, 5, 14, 17], dtype=torch.int32), max_seqlen=5)
 
 
 def test_gradient_checkpointing_same_grads_less_saved():
