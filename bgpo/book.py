@@ -1,0 +1,195 @@
+"""Glue for the book: the ``make book`` driver and the few helpers the chapters share.
+
+``python -m bgpo.book`` executes every notebook listed in ``_quarto.yml`` with papermill, in place,
+at the defaults of its ``parameters`` cell, then renders the website with Quarto when ``quarto`` is
+installed (and says how to get it when it is not).
+
+Notebooks run with their own folder (``notebooks/``) as working directory — the same directory
+nbval and Quarto use — and find data through :func:`repo_root`, so relative paths never matter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+import yaml
+
+from bgpo.diffusion import draw_masks, elbo_terms
+from bgpo.errors import BGPOError
+
+KERNEL = "python3"
+
+
+def repo_root() -> Path:
+    """The repository root (the folder holding ``_quarto.yml``), found from the installed package."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "_quarto.yml").is_file():
+        raise BGPOError(f"no _quarto.yml in {root}: the book needs the repository checkout (pip install -e .)")
+    return root
+
+
+def chapters(root: Path | None = None) -> list[Path]:
+    """The chapter files listed in ``_quarto.yml``, in reading order (paths relative to the root)."""
+    root = root or repo_root()
+    config = yaml.safe_load((root / "_quarto.yml").read_text())
+    try:
+        listed = config["book"]["chapters"]
+    except (KeyError, TypeError):
+        raise BGPOError(f"{root / '_quarto.yml'} has no book: chapters: list") from None
+    out = []
+    for item in listed:  # an entry is a path or a part {part: ..., chapters: [...]}
+        out.extend(item["chapters"] if isinstance(item, dict) else [item])
+    return [Path(p) for p in out]
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def environment_report() -> dict[str, object]:
+    """What the chapters will run on: versions, CPU/GPU, flash-attn, Quarto.
+
+    flash-attn is optional: without it the model uses PyTorch SDPA (see the Memory chapter).
+    """
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    quarto = shutil.which("quarto")
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "transformers": _version("transformers"),
+        "accelerate": _version("accelerate"),
+        "bgpo": _version("bgpo"),
+        "cuda available": torch.cuda.is_available(),
+        "gpus": ", ".join(gpus) or "none",
+        "flash-attn": _version("flash-attn") or _version("flash_attn") or "not installed (PyTorch SDPA is used)",
+        "quarto": quarto or "not on PATH",
+    }
+
+
+@torch.no_grad()
+def elbo_estimates(model: torch.nn.Module, input_ids: torch.Tensor, response_mask: torch.Tensor, n_t: int,
+                   repeats: int, *, attention_mask: torch.Tensor | None = None, seed: int = 0) -> torch.Tensor:
+    """``repeats`` independent MC estimates ``ELBO_hat = (1/n_t) sum_j ell_j`` per sequence: ``(repeats, B)``.
+
+    ``ell_j = L * l_j`` with ``l_j`` from :func:`bgpo.diffusion.elbo_terms` on stratified masks
+    (:func:`bgpo.diffusion.draw_masks`), so the spread across repeats is the estimator's own noise.
+    """
+    if repeats < 2:
+        raise BGPOError(f"repeats must be >= 2 to measure a variance (got {repeats})")
+    generator = torch.Generator().manual_seed(seed)
+    L = response_mask.sum(-1).to(torch.float64)  # (B,)
+    out = []
+    for _ in range(repeats):
+        masks = draw_masks(response_mask, n_t, generator)  # (B, n_t, T)
+        l = elbo_terms(model, input_ids, masks, response_mask, attention_mask)  # (B, n_t)
+        out.append(l.double().mean(1) * L)  # (B,)
+    return torch.stack(out)  # (repeats, B)
+
+
+def elbo_variance_table(model: torch.nn.Module, input_ids: torch.Tensor, response_mask: torch.Tensor,
+                        n_t_values: list[int], repeats: int = 32, seed: int = 0) -> pd.DataFrame:
+    """Variance (nats²) of the ELBO estimate across repeats, averaged over sequences, for each ``n_t``."""
+    rows = []
+    for n_t in n_t_values:
+        est = elbo_estimates(model, input_ids, response_mask, n_t, repeats, seed=seed + n_t)  # (repeats, B)
+        rows.append({"n_t": n_t, "elbo_mean": est.mean().item(), "variance": est.var(0).mean().item(),
+                     "repeats": repeats, "sequences": input_ids.shape[0]})
+    return pd.DataFrame(rows)
+
+
+def flat_grad(model: torch.nn.Module) -> torch.Tensor:
+    """All parameter gradients as one vector (zeros where a parameter got none), then clears them."""
+    parts = [(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in model.parameters()]
+    model.zero_grad(set_to_none=True)
+    return torch.cat(parts)
+
+
+QUARTO_HELP = """Quarto is not on PATH, so the website was not rendered. Install it with one of
+    pip install quarto-cli            (into this venv: .venv/bin/pip install quarto-cli; downloads the binary)
+    conda install -c conda-forge quarto   (or: conda env create -f environment.yml)
+    or the installer from https://quarto.org/docs/get-started/
+then run `make book` again (or `quarto render` in the repository root).
+The executed notebooks are already in {notebooks}; open them with `jupyter lab {notebooks}`."""
+
+
+def execute_notebook(path: Path, parameters: dict | None = None) -> float:
+    """Execute ``path`` in place with papermill (cwd = its folder); returns the seconds taken.
+
+    The run goes to a temporary file first and replaces the notebook only when it succeeds, so a
+    failing chapter never overwrites the committed, executed one.
+    """
+    import papermill
+
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / path.name
+        try:
+            papermill.execute_notebook(str(path), str(out), parameters=parameters or {}, cwd=str(path.parent),
+                                       kernel_name=KERNEL, progress_bar=False)
+        except papermill.PapermillExecutionError as err:
+            keep = path.with_suffix(".failed.ipynb")
+            shutil.copy(out, keep)
+            raise BGPOError(f"{path.name} failed in cell {err.exec_count}: {err.ename}: {err.evalue} "
+                            f"(executed copy with the traceback: {keep})") from None
+        shutil.copy(out, path)
+    return time.perf_counter() - start
+
+
+def quarto_binary() -> str | None:
+    """``quarto`` on PATH, or the one ``pip install quarto-cli`` put next to this Python."""
+    local = Path(sys.executable).parent / "quarto"
+    return shutil.which("quarto") or (str(local) if local.is_file() else None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bgpo.book", description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="execute only notebooks whose name contains NAME")
+    parser.add_argument("--no-render", action="store_true", help="execute the notebooks, skip quarto render")
+    args = parser.parse_args(argv)
+    root = repo_root()
+    notebooks = [root / p for p in chapters(root) if p.suffix == ".ipynb"]
+    if args.only:
+        notebooks = [p for p in notebooks if any(name in p.name for name in args.only)]
+    missing = [str(p.relative_to(root)) for p in notebooks if not p.is_file()]
+    if missing:
+        raise BGPOError(f"_quarto.yml lists notebooks that do not exist: {missing}")
+    total = time.perf_counter()
+    for i, path in enumerate(notebooks, 1):
+        print(f"[{i}/{len(notebooks)}] executing {path.relative_to(root)} ...", flush=True)
+        print(f"      done in {execute_notebook(path):.1f} s", flush=True)
+    print(f"executed {len(notebooks)} notebooks in {time.perf_counter() - total:.0f} s", flush=True)
+    if args.no_render:
+        return 0
+    quarto = quarto_binary()
+    if quarto is None:
+        print(QUARTO_HELP.format(notebooks=root / "notebooks"))
+        return 0
+    if subprocess.run([quarto, "render"], cwd=root).returncode:
+        raise BGPOError("quarto render failed; its messages are above")
+    print(f"website written to {root / '_book'}; open {root / '_book' / 'index.html'} in a browser "
+          f"(or `python -m http.server -d _book`)")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BGPOError as err:
+        print(f"make book: error: {err}", file=sys.stderr)
+        sys.exit(2)
