@@ -146,7 +146,7 @@ def preset_config(name: str, **overrides) -> LLaDAConfig:
 
 
 class RMSNorm(nn.Module):
-    """y = w * x / sqrt(mean_i x_i^2 + eps), computed in float32, learnable w, no bias."""
+    """y = w * x / sqrt(mean_i x_i^2 + eps), computed in at least float32, learnable w, no bias."""
 
     def __init__(self, dim: int, eps: float):
         super().__init__()
@@ -154,22 +154,30 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
+        x32 = x.to(_at_least_float32(x.dtype))
         y = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * y.to(x.dtype)
 
 
-def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos, sin of angle p * theta^(-2i/d) for positions p (B, T) -> (B, 1, T, head_dim) float32 each."""
-    inv_freq = theta ** (-torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
-    angles = positions.float()[..., None] * inv_freq  # (B, T, head_dim/2)
+def _at_least_float32(dtype: torch.dtype) -> torch.dtype:
+    """float32 for half types, the dtype itself for float32/float64 (float64 derivation checks stay exact)."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float,
+                 dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin of angle p * theta^(-2i/d) for positions p (B, T) -> (B, 1, T, head_dim) each, in
+    at least float32 (RoPE in full precision, as LLaDA's ``rope_full_precision``)."""
+    dtype = _at_least_float32(dtype)
+    inv_freq = theta ** (-torch.arange(0, head_dim, 2, device=positions.device, dtype=dtype) / head_dim)
+    angles = positions.to(dtype)[..., None] * inv_freq  # (B, T, head_dim/2)
     angles = torch.cat([angles, angles], dim=-1)[:, None]  # (B, 1, T, head_dim)
     return angles.cos(), angles.sin()
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs (x_i, x_{i+d/2}) of x (B, H, T, d): x cos + rotate_half(x) sin, in float32."""
-    x32 = x.float()
+    """Rotate pairs (x_i, x_{i+d/2}) of x (B, H, T, d): x cos + rotate_half(x) sin, in at least float32."""
+    x32 = x.to(_at_least_float32(x.dtype))
     x1, x2 = x32.chunk(2, dim=-1)
     return (x32 * cos + torch.cat([-x2, x1], dim=-1) * sin).to(x.dtype)
 
@@ -318,7 +326,8 @@ class LLaDAModelLM(PreTrainedModel):
         else:
             positions = torch.arange(T, device=dev).expand(B, T)  # (B, T)
             attn_bias = None
-        cos, sin = rope_cos_sin(positions, self.config.d_model // self.config.n_heads, self.config.rope_theta)
+        cos, sin = rope_cos_sin(positions, self.config.d_model // self.config.n_heads, self.config.rope_theta,
+                                self.model.transformer.wte.weight.dtype)
         tr = self.model.transformer
         for block in tr.blocks:
             x = block(x, cos, sin, attn_bias, cu_seqlens=cu, max_seqlen=max_seqlen)

@@ -1,0 +1,248 @@
+"""Measured activation memory and time of one policy update vs ``n_t`` (``bgpo bench memory``).
+
+BGPO's claim is about *activation* memory: the ELBO-based objective keeps the graphs of all
+``n_t`` MC samples until one backward (memory ~ ``n_t``), BGPO back-propagates one sample at a time
+(memory ~ 1). We measure it two ways:
+
+* everywhere, exactly: the bytes of the tensors autograd saves for backward, hooked with
+  ``torch.autograd.graph.saved_tensors_hooks``; a storage counts while any saved reference to it is
+  alive, parameters are excluded (they exist anyway). The peak of that live total is
+  ``activation_bytes``. (RSS drifts ±10% on CPU and ``tracemalloc`` sees no tensor memory.)
+* on CUDA, additionally: ``torch.cuda.max_memory_allocated`` during the update minus the memory
+  allocated before it (``peak_bytes``), which includes logits, temporaries and gradients.
+
+Times are medians over repeats, and every configuration is measured in the same process with
+repeats interleaved, so the printed ratios compare like with like.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from bgpo.errors import BGPOError
+from bgpo.objectives import OBJECTIVES, build_batch, group_advantages, prepare_old, update
+
+
+class SavedTensorMeter:
+    """Peak bytes of live tensors saved for backward, inside a ``with`` block.
+
+    Each saved tensor is wrapped in a handle; the handle's storage counts once however many saved
+    references point to it, and stops counting when the last handle is freed (i.e. when backward
+    releases the graph). Storages of ``exclude`` (the parameters) are never counted.
+    """
+
+    def __init__(self, exclude: list[torch.Tensor] = ()):
+        self.exclude = {t.untyped_storage().data_ptr() for t in exclude}
+        self.refs: dict[int, int] = {}
+        self.current = 0
+        self.peak = 0
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
+
+    def _pack(self, tensor: torch.Tensor) -> object:
+        storage = tensor.untyped_storage()
+        key = storage.data_ptr()
+        if key in self.exclude or tensor.device.type == "meta":
+            return tensor
+        if self.refs.get(key, 0) == 0:
+            self.current += storage.nbytes()
+            self.peak = max(self.peak, self.current)
+        self.refs[key] = self.refs.get(key, 0) + 1
+        return _Saved(tensor, key, storage.nbytes(), self)
+
+    @staticmethod
+    def _unpack(saved: object) -> torch.Tensor:
+        return saved.tensor if isinstance(saved, _Saved) else saved
+
+    def _release(self, key: int, nbytes: int) -> None:
+        self.refs[key] -= 1
+        if self.refs[key] == 0:
+            del self.refs[key]
+            self.current -= nbytes
+
+    def __enter__(self) -> "SavedTensorMeter":
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._hooks.__exit__(*exc)
+
+
+class _Saved:
+    __slots__ = ("tensor", "key", "nbytes", "meter")
+
+    def __init__(self, tensor: torch.Tensor, key: int, nbytes: int, meter: SavedTensorMeter):
+        self.tensor, self.key, self.nbytes, self.meter = tensor, key, nbytes, meter
+
+    def __del__(self) -> None:
+        self.meter._release(self.key, self.nbytes)
+
+
+@dataclass
+class BenchRecord:
+    objective: str
+    n_t: int
+    activation_bytes: int
+    peak_bytes: int | None  # CUDA only: max_memory_allocated during the update minus before it
+    seconds: float  # median wall time of one update (forward + backward of every MC sample)
+    device: str
+    preset: str
+    seq_len: int
+    prompt_len: int
+    batch: int
+
+
+def synthetic_rollouts(vocab_size: int, batch: int, seq_len: int, prompt_len: int, group_size: int,
+                       device: torch.device, seed: int = 0):
+    """Random token rollouts of the right shape: ``(input_ids, attention_mask, response_mask, advantages)``.
+
+    Memory and time do not depend on token values; ids avoid the low (special) ids of the tokenizer.
+    """
+    if not 0 < prompt_len < seq_len:
+        raise BGPOError(f"need 0 < prompt_len ({prompt_len}) < seq_len ({seq_len})")
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(16, min(vocab_size, 100_000), (batch, seq_len), generator=g)
+    response = torch.zeros(batch, seq_len, dtype=torch.bool)
+    response[:, prompt_len:] = True
+    rewards = torch.rand(batch, generator=g)
+    advantages = group_advantages(rewards, group_size if batch % group_size == 0 else batch)
+    return ids.to(device), torch.ones_like(ids).to(device), response.to(device), advantages.to(device)
+
+
+def measure_update(objective: str, model: torch.nn.Module, n_t: int, tensors: tuple, *, seed: int = 0,
+                   micro_batch_size: int | None = None) -> tuple[int, int | None, float]:
+    """One update (old terms precomputed, not measured): ``(activation_bytes, peak_bytes, seconds)``."""
+    ids, attention, response, advantages = tensors
+    batch = build_batch(objective, ids, attention, response, advantages.to(next(model.parameters()).dtype), n_t,
+                        torch.Generator().manual_seed(seed))
+    prepare_old(model, batch, objective, micro_batch_size)
+    model.zero_grad(set_to_none=True)
+    cuda = ids.device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+    meter = SavedTensorMeter(list(model.parameters()))
+    start = time.perf_counter()
+    with meter:
+        update(objective, model, batch, micro_batch_size=micro_batch_size)
+    if cuda:
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    peak = torch.cuda.max_memory_allocated() - before if cuda else None
+    return meter.peak, peak, seconds
+
+
+def bench_memory(preset: str = "small", seq_len: int = 256, prompt_len: int = 64, batch: int = 8,
+                 n_ts: tuple[int, ...] = (1, 4, 16, 32), objectives: tuple[str, ...] = OBJECTIVES,
+                 repeats: int = 3, device: str = "cpu", dtype: str = "float32", n_layers: int | None = None,
+                 gradient_checkpointing: bool = False, seed: int = 0, progress: bool = True) -> list[BenchRecord]:
+    """Measure every ``objective x n_t`` on one model in one process; returns one record each.
+
+    ``n_layers`` cuts the preset to its first layers (e.g. an 8B-shaped stack of 2 blocks on one GPU).
+    """
+    from tqdm import tqdm
+
+    from bgpo.model import LLaDAModelLM, preset_config
+
+    for name in objectives:
+        if name not in OBJECTIVES:
+            raise BGPOError(f"unknown objective {name!r}: choose from {', '.join(OBJECTIVES)}")
+    if not n_ts or min(n_ts) < 1:
+        raise BGPOError(f"--n-t values must be >= 1, got {list(n_ts)}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise BGPOError("--device cuda asked for but CUDA is not available: use --device cpu")
+    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}.get(dtype)
+    if torch_dtype is None:
+        raise BGPOError(f"--dtype must be float32, bfloat16 or float64, got {dtype!r}")
+    overrides = {} if n_layers is None else {"n_layers": n_layers}
+    torch.manual_seed(seed)
+    model = LLaDAModelLM(preset_config(preset, **overrides)).to(device=device, dtype=torch_dtype)
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    model.train()
+    tensors = synthetic_rollouts(model.config.vocab_size, batch, seq_len, prompt_len, 2, torch.device(device), seed)
+    grid = [(o, n) for o in objectives for n in n_ts]
+    measured: dict[tuple[str, int], list[tuple[int, int | None, float]]] = {k: [] for k in grid}
+    measure_update(grid[0][0], model, grid[0][1], tensors)  # warm-up (allocator, kernels)
+    for _ in tqdm(range(repeats), desc="bench memory", disable=not progress):
+        for key in grid:  # interleaved: each repeat visits every configuration
+            measured[key].append(measure_update(key[0], model, key[1], tensors, seed=seed))
+    return [BenchRecord(o, n, max(m[0] for m in measured[(o, n)]),
+                        None if measured[(o, n)][0][1] is None else max(m[1] for m in measured[(o, n)]),
+                        statistics.median(m[2] for m in measured[(o, n)]), device, preset, seq_len, prompt_len, batch)
+            for o, n in grid]
+
+
+def ratios(records: list[BenchRecord]) -> list[dict]:
+    """Each record with its memory and time relative to the same objective at the smallest ``n_t``,
+    and BGPO's time relative to the ELBO objective's at equal ``n_t``."""
+    base = {}
+    for r in sorted(records, key=lambda r: r.n_t):
+        base.setdefault(r.objective, r)
+    elbo_time = {r.n_t: r.seconds for r in records if r.objective == "elbo"}
+    rows = []
+    for r in records:
+        b = base[r.objective]
+        rows.append({**asdict(r), "memory_ratio": r.activation_bytes / b.activation_bytes,
+                     "time_ratio": r.seconds / b.seconds,
+                     "time_vs_elbo": r.seconds / elbo_time[r.n_t] if r.n_t in elbo_time else None})
+    return rows
+
+
+def format_table(records: list[BenchRecord]) -> str:
+    """A plain-text table of :func:`ratios`."""
+    lines = [f"{'objective':<9} {'n_t':>4} {'activation MiB':>15} {'x n_t=min':>10} {'peak MiB':>9} "
+             f"{'seconds':>8} {'x n_t=min':>10} {'/ elbo time':>11}"]
+    for row in ratios(records):
+        peak = "-" if row["peak_bytes"] is None else f"{row['peak_bytes'] / 2**20:.1f}"
+        vs = "-" if row["time_vs_elbo"] is None else f"{row['time_vs_elbo']:.3f}"
+        lines.append(f"{row['objective']:<9} {row['n_t']:>4} {row['activation_bytes'] / 2**20:>15.2f} "
+                     f"{row['memory_ratio']:>10.2f} {peak:>9} {row['seconds']:>8.3f} {row['time_ratio']:>10.2f} {vs:>11}")
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="bench", metavar="BENCH", required=True)
+    p = sub.add_parser("memory", help="activation memory and time of one update vs n_t, per objective",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="small", help="model preset of bgpo.model.preset_config (tiny, small, llada-8b)")
+    p.add_argument("--layers", type=int, default=None, help="keep only the first N blocks (e.g. 8B-shaped stack)")
+    p.add_argument("--seq-len", type=int, default=256, help="prompt + response tokens per sequence")
+    p.add_argument("--prompt-len", type=int, default=64, help="prompt tokens (never masked)")
+    p.add_argument("--batch", type=int, default=8, help="sequences per update")
+    p.add_argument("--n-t", default="1,4,16,32", help="comma-separated MC sample counts")
+    p.add_argument("--objectives", default=",".join(OBJECTIVES), help="comma-separated: bgpo,elbo,d1")
+    p.add_argument("--repeats", type=int, default=3, help="timed repeats per configuration (median reported)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float64"])
+    p.add_argument("--gradient-checkpointing", action="store_true", help="recompute block activations in backward")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", type=Path, default=None, help="write the records (with ratios) to this JSON file")
+
+
+def _ints(text: str, flag: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise BGPOError(f"{flag} must be comma-separated integers, e.g. 1,4,16,32 (got {text!r})") from None
+
+
+def main(args: argparse.Namespace) -> int:
+    records = bench_memory(args.preset, args.seq_len, args.prompt_len, args.batch, _ints(args.n_t, "--n-t"),
+                           tuple(o.strip() for o in args.objectives.split(",") if o.strip()), args.repeats,
+                           args.device, args.dtype, args.layers, args.gradient_checkpointing, args.seed)
+    print(format_table(records))
+    if args.device == "cuda":
+        print(f"device: {torch.cuda.get_device_name()}")
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(ratios(records), indent=1))
+        print(f"wrote {args.json}")
+    return 0
