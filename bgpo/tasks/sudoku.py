@@ -1,0 +1,171 @@
+"""4x4 sudoku: a 16-character puzzle (row by row, ``0`` = blank) to complete.
+
+Reward (`bgpo-math.md` §7): take the digits of the last ``<answer>...</answer>``, pad with
+``0`` / truncate to 16, and score the fraction of the puzzle's blanks filled correctly,
+
+    r = |{i : puzzle_i = 0 and answer_i = solution_i}| / |{i : puzzle_i = 0}|,
+
+0 without an answer. ``is_correct`` means every blank is right (r = 1).
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import re
+from functools import lru_cache
+
+from bgpo.errors import BGPOError
+from bgpo.tasks.base import Example, Messages, RowError, Task, field, last_answer
+
+# d1's sudoku prompt (the system prompt of its training and evaluation code).
+D1_SUDOKU_PROMPT = """
+Please solve the following 4x4 Sudoku puzzle. The puzzle is provided as a 16-character string reading left-to-right, top-to-bottom, where '0' represents empty cells.
+
+Rules:
+- Fill empty cells with digits 1-4
+- Each row must contain digits 1-4 exactly once
+- Each column must contain digits 1-4 exactly once
+- Each 2x2 box must contain digits 1-4 exactly once
+
+Important: Your solution must be a COMPLETE 16-character string with only the digits 1-4, representing your final solved grid.
+
+Respond in this exact format:
+<reasoning>
+Your step-by-step solving process
+</reasoning>
+<answer>
+[16-character solution string with no spaces or separators]
+</answer>
+"""
+
+# Each cell's row, column and 2x2 box: the three groups that must hold 1..4 once.
+_GROUPS = [[r * 4 + c for c in range(4)] for r in range(4)] + \
+          [[r * 4 + c for r in range(4)] for c in range(4)] + \
+          [[(br + r) * 4 + bc + c for r in range(2) for c in range(2)] for br in (0, 2) for bc in (0, 2)]
+_PEERS = [sorted({j for g in _GROUPS if i in g for j in g} - {i}) for i in range(16)]
+
+
+def score(completion: str, puzzle: str, solution: str) -> float:
+    """Fraction of the blanks of ``puzzle`` that the last answer fills with ``solution``'s digit."""
+    answer = last_answer(completion)
+    if answer is None:
+        return 0.0
+    digits = "".join(ch for ch in answer if ch.isdigit())[:16].ljust(16, "0")
+    blanks = [i for i, ch in enumerate(puzzle) if ch == "0"]
+    if not blanks:
+        return 0.0
+    return sum(digits[i] == solution[i] for i in blanks) / len(blanks)
+
+
+def count_solutions(puzzle: str, limit: int = 2) -> int:
+    """Number of completions of ``puzzle`` (stops counting at ``limit``)."""
+    cells = list(puzzle)
+    if any(ch != "0" and ch in (cells[j] for j in _PEERS[i]) for i, ch in enumerate(cells)):
+        return 0
+    count = 0
+
+    def fill(pos: int) -> None:
+        nonlocal count
+        while pos < 16 and cells[pos] != "0":
+            pos += 1
+        if pos == 16:
+            count += 1
+            return
+        for digit in "1234":
+            if count < limit and all(cells[j] != digit for j in _PEERS[pos]):
+                cells[pos] = digit
+                fill(pos + 1)
+        cells[pos] = "0"
+
+    fill(0)
+    return count
+
+
+@lru_cache(maxsize=1)
+def all_grids() -> tuple[str, ...]:
+    """The 288 valid 4x4 sudoku grids, in lexicographic order."""
+    grids = []
+    rows = ["".join(p) for p in itertools.permutations("1234")]
+    for grid in itertools.product(rows, repeat=4):
+        text = "".join(grid)
+        if all(len({text[i] for i in g}) == 4 for g in _GROUPS):
+            grids.append(text)
+    return tuple(grids)
+
+
+def generate(n: int, seed: int = 0, *, blanks: int | tuple[int, int] = 10) -> list[Example]:
+    """``n`` reproducible puzzles with a unique solution and ``blanks`` empty cells.
+
+    ``blanks`` is a number (4..12; 12 is the most a 4x4 puzzle can have and stay unique) or an
+    inclusive range ``(low, high)`` drawn per puzzle. Cells are blanked in random order, each
+    kept blank only while the solution stays unique; a draw that cannot reach the count is retried.
+    """
+    low, high = (blanks, blanks) if isinstance(blanks, int) else blanks
+    if not 1 <= low <= high <= 12 or n < 0:
+        raise BGPOError(f"sudoku blanks must be within 1..12 (4x4 puzzles with more are never unique), got {blanks}")
+    rng = random.Random(seed)
+    grids = all_grids()
+    examples: list[Example] = []
+    while len(examples) < n:
+        solution, target = rng.choice(grids), rng.randint(low, high)
+        cells = list(solution)
+        for i in rng.sample(range(16), 16):
+            if cells.count("0") == target:
+                break
+            cells[i], kept = "0", cells[i]
+            if count_solutions("".join(cells)) != 1:
+                cells[i] = kept
+        if cells.count("0") == target:
+            examples.append({"puzzle": "".join(cells), "solution": solution})
+    return examples
+
+
+def _check_grid(text: object, name: str, allow_blanks: bool) -> str:
+    text = str(text).strip()
+    allowed = "01234" if allow_blanks else "1234"
+    if len(text) != 16 or any(ch not in allowed for ch in text):
+        raise RowError(name, f"expected 16 characters from '{allowed}', got {text!r}")
+    return text
+
+
+class Sudoku(Task):
+    name = "sudoku"
+    styles = ("chat", "compact")
+    hub_sources: dict = {}  # d1's puzzles are CSV files in its GitHub repository: pass source=<csv>
+
+    def messages(self, example: Example) -> Messages:
+        if self.style == "compact":
+            return [{"role": "user", "content": example["puzzle"]}]
+        content = f"{D1_SUDOKU_PROMPT}\n\nSolve the following Sudoku puzzle: {example['puzzle']}\n"
+        return [{"role": "user", "content": content}]
+
+    def reward(self, completion: str, example: Example) -> float:
+        return score(completion, example["puzzle"], example["solution"])
+
+    def sft_target(self, example: Example) -> str:
+        """A completion that earns reward 1 (compact: ``<answer>16 digits</answer>`` only)."""
+        solution = example["solution"]
+        if self.style == "compact":
+            return f"<answer>{solution}</answer>"
+        rows = "\n".join(f"Row {r + 1}: {example['puzzle'][4 * r:4 * r + 4]} -> {solution[4 * r:4 * r + 4]}"
+                         for r in range(4))
+        return f"<reasoning>\n{rows}\n</reasoning>\n<answer>\n{solution}\n</answer>"
+
+    def from_row(self, row: Example) -> Example:
+        puzzle = row.get("Puzzle", row.get("puzzle"))
+        if puzzle is None:  # d1 generations / verl: the puzzle sits in the question text
+            text = str(field(row, "question", "prompt"))
+            found = re.findall(r"\b[0-4]{16}\b", text)
+            if not found:
+                raise RowError("question", "no 16-digit puzzle in the text")
+            puzzle = found[-1]
+        puzzle = _check_grid(puzzle, "puzzle", allow_blanks=True)
+        solution = _check_grid(field(row, "Solution", "solution", "ground_truth", "answer"), "solution",
+                               allow_blanks=False)
+        if any(p != "0" and p != s for p, s in zip(puzzle, solution)):
+            raise RowError("solution", f"disagrees with the givens of puzzle {puzzle}")
+        example = {"puzzle": puzzle, "solution": solution}
+        if row.get("messages"):
+            example["messages"] = row["messages"]
+        return example
