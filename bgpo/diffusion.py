@@ -76,18 +76,27 @@ def draw_masks(response_mask: Tensor, n_t: int, generator: torch.Generator | Non
 
 def masked_logprobs(
     model: torch.nn.Module, input_ids: Tensor, mask: Tensor, attention_mask: Tensor | None = None,
-    mask_id: int | None = None,
+    mask_id: int | None = None, packed: bool = False,
 ) -> Tensor:
     """``log p_theta(y^i | y_masked)`` at every masked position, 0 elsewhere: ``(B, T)``.
 
     The vocabulary softmax is taken only at masked positions, so the saved activations of the
-    loss head scale with ``|M|`` rather than with ``B * T``.
+    loss head scale with ``|M|`` rather than with ``B * T``. ``packed=True`` drops the padding and
+    runs the model on the concatenated real tokens (``cu_seqlens`` marks the sequences; the
+    flash-attn varlen kernel on CUDA), so no compute or memory is spent on padding.
     """
     if mask.shape != input_ids.shape:
         raise BGPOError(f"mask shape {tuple(mask.shape)} != input_ids shape {tuple(input_ids.shape)}")
     noisy = input_ids.masked_fill(mask, _mask_id(model, mask_id))
-    logits = model(noisy, attention_mask=attention_mask).logits  # (B, T, V)
-    selected = logits[mask]  # (|M|, V)
+    if packed and attention_mask is not None:
+        real = attention_mask.bool()  # (B, T)
+        lengths = real.sum(-1)
+        cu_seqlens = F.pad(lengths.cumsum(0), (1, 0)).to(torch.int32)  # (B + 1,)
+        logits = model(noisy[real][None], cu_seqlens=cu_seqlens, max_seqlen=int(lengths.max())).logits[0]  # (N, V)
+        selected = logits[mask[real]]  # (|M|, V), same row-major order as input_ids[mask]
+    else:
+        logits = model(noisy, attention_mask=attention_mask).logits  # (B, T, V)
+        selected = logits[mask]  # (|M|, V)
     if selected.dtype in (torch.float16, torch.bfloat16):
         selected = selected.float()  # the softmax in at least float32
     picked = -F.cross_entropy(selected, input_ids[mask], reduction="none")  # (|M|,)
@@ -97,7 +106,7 @@ def masked_logprobs(
 
 def elbo_term(
     model: torch.nn.Module, input_ids: Tensor, mask: Tensor, response_mask: Tensor,
-    attention_mask: Tensor | None = None, *, mask_id: int | None = None,
+    attention_mask: Tensor | None = None, *, mask_id: int | None = None, packed: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """One MC sample: ``ell_j = (L/|M_j|) sum_{i in M_j} log p(y^i | y_j, x)`` and ``l_j = ell_j / L``.
 
@@ -108,7 +117,7 @@ def elbo_term(
     n_masked = mask.sum(-1)
     if (n_masked == 0).any():
         raise BGPOError("an MC sample masks no token: each mask needs >= 1 masked response position")
-    logp = masked_logprobs(model, input_ids, mask, attention_mask, mask_id)  # (B, T)
+    logp = masked_logprobs(model, input_ids, mask, attention_mask, mask_id, packed)  # (B, T)
     l = logp.sum(-1) / n_masked  # (B,)
     return l * response_mask.sum(-1), l
 

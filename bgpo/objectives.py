@@ -174,25 +174,26 @@ def _objective(name: str) -> str:
     return name
 
 
-def _terms(model: torch.nn.Module, batch: RolloutBatch, objective: str, j: int) -> Tensor:
+def _terms(model: torch.nn.Module, batch: RolloutBatch, objective: str, j: int, packed: bool = False) -> Tensor:
     """The policy's term for MC sample ``j``: ``l_j`` ``(B,)`` (bgpo/elbo) or token log-probs ``(B, T)`` (d1)."""
     if objective == "d1":
-        return masked_logprobs(model, batch.input_ids, batch.masks[:, 0], batch.attention_mask)
-    return elbo_term(model, batch.input_ids, batch.masks[:, j], batch.response_mask, batch.attention_mask)[1]
+        return masked_logprobs(model, batch.input_ids, batch.masks[:, 0], batch.attention_mask, packed=packed)
+    return elbo_term(model, batch.input_ids, batch.masks[:, j], batch.response_mask, batch.attention_mask,
+                     packed=packed)[1]
 
 
 @torch.no_grad()
 def prepare_old(model: torch.nn.Module, batch: RolloutBatch, objective: str,
-                micro_batch_size: int | None = None) -> None:
+                micro_batch_size: int | None = None, packed: bool = False) -> None:
     """Fill ``batch.old`` with the old policy's terms, under ``no_grad``, on the batch's own masks."""
     _objective(objective)
     parts = []
     for rows in _micro_batches(batch.input_ids.shape[0], micro_batch_size):
         mb = batch.select(rows)
         if objective == "d1":
-            parts.append(_terms(model, mb, objective, 0))
+            parts.append(_terms(model, mb, objective, 0, packed))
         else:
-            parts.append(torch.stack([_terms(model, mb, objective, j) for j in range(mb.masks.shape[1])], 1))
+            parts.append(torch.stack([_terms(model, mb, objective, j, packed) for j in range(mb.masks.shape[1])], 1))
     batch.old = torch.cat(parts, 0)
 
 
@@ -204,7 +205,8 @@ def _micro_batches(n: int, size: int | None) -> list[slice]:
 
 
 def update(objective: str, model: torch.nn.Module, batch: RolloutBatch, *, clip_eps: float | None = 0.2,
-           dual_clip: float | None = 3.0, micro_batch_size: int | None = None, scale: float = 1.0) -> dict[str, float]:
+           dual_clip: float | None = 3.0, micro_batch_size: int | None = None, scale: float = 1.0,
+           packed: bool = False) -> dict[str, float]:
     """Forward + backward of one objective on a rollout batch; accumulates ``.grad`` (no optimiser step).
 
     * ``bgpo``: for each micro-batch and each MC sample ``j``, ``loss_j / (n_micro-weight * n_t)`` is
@@ -212,8 +214,9 @@ def update(objective: str, model: torch.nn.Module, batch: RolloutBatch, *, clip_
     * ``elbo``: for each micro-batch, all ``n_t`` terms are built into one graph, then one backward.
     * ``d1``: one forward per micro-batch on the one-step mask.
 
-    The loss is the mean over responses (and over ``j``), multiplied by ``scale`` (e.g. ``1 / ppo_epochs``
-    or a gradient-accumulation factor). Returns the objective's loss value and clip statistics.
+    The loss is the mean over responses (and over ``j``), multiplied by ``scale`` (e.g. a
+    gradient-accumulation factor). ``packed=True`` runs the model on padding-free packed sequences.
+    Returns the objective's loss value and clip statistics.
     """
     _objective(objective)
     if batch.old is None:
@@ -234,13 +237,14 @@ def update(objective: str, model: torch.nn.Module, batch: RolloutBatch, *, clip_
         weight = mb.input_ids.shape[0] / B
         if objective == "bgpo":
             for j in range(n_t):
-                loss, stats = bgpo_loss(_terms(model, mb, objective, j), mb.old[:, j], mb.advantages, clip_eps, dual_clip)
+                loss, stats = bgpo_loss(_terms(model, mb, objective, j, packed), mb.old[:, j], mb.advantages,
+                                        clip_eps, dual_clip)
                 add(loss, stats, weight / n_t)
         elif objective == "elbo":
-            l_new = torch.stack([_terms(model, mb, objective, j) for j in range(n_t)], 1)  # (b, n_t), one graph
+            l_new = torch.stack([_terms(model, mb, objective, j, packed) for j in range(n_t)], 1)  # (b, n_t), one graph
             add(*elbo_loss(l_new, mb.old, mb.advantages, clip_eps, dual_clip), weight)
         else:
-            add(*d1_loss(_terms(model, mb, objective, 0), mb.old, mb.masks[:, 0] & mb.response_mask,
+            add(*d1_loss(_terms(model, mb, objective, 0, packed), mb.old, mb.masks[:, 0] & mb.response_mask,
                          mb.advantages, clip_eps), weight)
     total["n_forward"] = float(math.ceil(B / (micro_batch_size or B)) * (1 if objective == "d1" else n_t))
     return total

@@ -113,3 +113,23 @@ def test_micro_batches_give_the_full_batch_gradient(objective):
         update(objective, model, batch, micro_batch_size=mb)
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
     torch.testing.assert_close(grads[0], grads[1], atol=1e-12, rtol=1e-10)
+
+
+@pytest.mark.parametrize("objective", ["bgpo", "d1"])
+def test_packed_sequences_give_the_padded_gradient(objective):
+    """Dropping the padding (cu_seqlens, the flash-attn varlen layout) changes nothing but the cost."""
+    model = tiny_model(torch.float64)
+    ids, attention, response = rollout_tensors(batch=5)
+    assert (attention == 0).any()
+    adv = group_advantages(torch.tensor([1.0, 0.0, 0.3, 0.9, 0.2, 0.1], dtype=torch.float64), 3)[:5]
+    batch = build_batch(objective, ids, attention, response, adv, 2, torch.Generator().manual_seed(0))
+    prepare_old(model, batch, objective)
+    padded_old = batch.old.clone()
+    prepare_old(model, batch, objective, packed=True)
+    torch.testing.assert_close(batch.old, padded_old, atol=1e-10, rtol=0)
+    grads = []
+    for packed in (False, True):
+        model.zero_grad()
+        update(objective, model, batch, packed=packed)
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-10, rtol=1e-8)
