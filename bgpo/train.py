@@ -142,11 +142,15 @@ def load_examples(data_cfg, split: str, seed: int) -> list[dict]:
     return task.load(split, None if data_cfg.source == "hf" else data_cfg.source)
 
 
-def encode_prompts(tokenizer, task, examples: list[dict], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Chat-formatted prompts, left-truncated to `max_length` and left-padded: (B, P) ids and mask."""
+def encode_prompts(tokenizer, task, examples: list, max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Chat-formatted prompts, left-truncated to `max_length` and left-padded: (B, P) ids and mask.
+
+    `examples` are task examples (`task.prompt` builds the messages) or, with `task=None`, message lists.
+    """
     rows = []
     for example in examples:
-        text = tokenizer.apply_chat_template(task.prompt(example), add_generation_prompt=True, tokenize=False)
+        messages = example if task is None else task.prompt(example)
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         rows.append(tokenizer(text, add_special_tokens=False)["input_ids"][-max_length:])
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)  # (B, P)
