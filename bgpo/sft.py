@@ -7,21 +7,23 @@ LLaDA's supervised loss (:func:`bgpo.diffusion.sft_loss`: response-only masking 
 
     L_SFT = - E_t E_{y_t} [ (1/t) sum_{i masked} log p_theta(y^i | y_t, x) ] / L
 
-on generated examples of a task in its *compact* prompt style (4x4 sudoku: the 16-digit puzzle in,
-``<answer>16 digits</answer>`` out). Training stops at the first evaluation whose held-out accuracy
-(fully solved, greedy decoding) reaches ``stop_accuracy``: a warm start that solves some puzzles and
-leaves room for RL to improve, reproducible from the seed.
+on generated examples in the RL config's prompt style (``tiny-sudoku``: the 16-digit puzzle in,
+``<answer>16 digits</answer>`` + EOS padding out). Prompts, response length, the held-out split and
+the evaluation are the trainer's own (:mod:`bgpo.train`, :mod:`bgpo.evaluate`), so the warm start
+is measured exactly as RL will measure it. Training stops at the first evaluation whose held-out
+accuracy (fully correct, greedy, one token per step) reaches ``stop_accuracy``: a policy that
+solves some puzzles and leaves room for RL, reproducible from the seed.
 
 ``bgpo sft --task sudoku --seed 0 --out runs/sft-sudoku`` writes a ``from_pretrained``-loadable
 model + tokenizer directory, ``metrics.jsonl`` (loss per step, accuracy per evaluation) and
-``sft.json`` (the config and the final accuracy).
+``sft.json`` (the settings and the final accuracy); RL starts from it with
+``--set model.init_from=runs/sft-sudoku``.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import json
 import random
 import time
@@ -31,152 +33,138 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from bgpo.diffusion import generate, sft_loss
+from bgpo.config import Config, load_config
+from bgpo.diffusion import sft_loss
 from bgpo.errors import BGPOError
 from bgpo.model import LLaDAModelLM, preset_config
-from bgpo.tokenizer import build_tokenizer
 
-# The tiny model the book uses: RoPE makes copying the givens a relative-position lookup, so the
-# model leaves chance level within a few hundred steps on 2 CPU cores (learned positions: thousands).
-SMALL_OVERRIDES = {"d_model": 128, "n_layers": 4, "n_heads": 4, "n_kv_heads": 4, "mlp_hidden_size": 384}
+# The tiny model the book uses (~0.9M parameters). RoPE makes copying the givens a relative-position
+# lookup, so it leaves chance level within a few hundred steps on a 2-core CPU.
+BOOK_MODEL = {"d_model": 128, "n_layers": 4, "n_heads": 4, "n_kv_heads": 4, "mlp_hidden_size": 384}
+
+# Puzzles of the trainer's test splits for RL seeds 0..EXCLUDED_RL_SEEDS-1 never enter SFT training.
+EXCLUDED_RL_SEEDS = 10
 
 
 @dataclass
 class SFTConfig:
     """Everything that determines the warm start; ``seed`` fixes init, data order and masks."""
 
-    task: str = "sudoku"
-    style: str = "compact"
+    rl_config: str = "tiny-sudoku"  # trainer preset/YAML: task, prompt style, gen_length, test split
+    rl_overrides: list = field(default_factory=list)  # `section.field=value` strings applied to it
     seed: int = 0
     steps: int = 2000  # upper bound; training usually stops earlier at `stop_accuracy`
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 0.01
     model_preset: str = "small"
-    model_overrides: dict = field(default_factory=lambda: dict(SMALL_OVERRIDES))
-    gen_length: int = 24  # response tokens (compact sudoku answer = 18, rest EOS)
-    num_train: int = 20000
-    train_seed: int = 0  # generator seed of the training examples
-    test_seed: int = 1  # generator seed of the held-out examples (puzzles seen in training are dropped)
-    num_test: int = 256
-    task_kwargs: dict = field(default_factory=lambda: {"blanks": 10})  # extra generator arguments
+    model_overrides: dict = field(default_factory=lambda: dict(BOOK_MODEL))
+    num_train: int = 20000  # generated training examples (generator seed = `seed`)
+    num_test: int = 256  # held-out examples: the trainer's test split for RL seed 0
     eval_every: int = 50
     stop_accuracy: float | None = 0.2  # stop at the first evaluation >= this (None: run all steps)
     progress: bool = True
 
     def check(self) -> None:
-        if self.steps < 1 or self.batch_size < 1 or self.eval_every < 1 or self.num_test < 1:
-            raise BGPOError("sft: steps, batch_size, eval_every and num_test must be >= 1")
+        if self.steps < 1 or self.batch_size < 1 or self.eval_every < 1 or self.num_test < 1 or self.num_train < 1:
+            raise BGPOError("sft: steps, batch_size, eval_every, num_train and num_test must be >= 1")
         if self.stop_accuracy is not None and not 0.0 < self.stop_accuracy <= 1.0:
             raise BGPOError(f"sft: stop_accuracy must be in (0, 1] or None, got {self.stop_accuracy}")
         if not 0.0 < self.lr < 1.0:
             raise BGPOError(f"sft: lr must be in (0, 1), got {self.lr}")
 
-
-def load_task(name: str, style: str):
-    """The task object (prompt, reward, SFT target) and its seeded generator ``generate(n, seed, **kw)``."""
-    try:
-        module = importlib.import_module(f"bgpo.tasks.{name}")
-    except ModuleNotFoundError:
-        raise BGPOError(f"sft: unknown task '{name}'; use a task with a generator (sudoku, countdown)") from None
-    task_cls = next((v for v in vars(module).values() if isinstance(v, type) and getattr(v, "name", None) == name),
-                    None)
-    if task_cls is None or not hasattr(module, "generate") or not hasattr(task_cls, "sft_target"):
-        raise BGPOError(f"sft: task '{name}' has no seeded generator / SFT target; use sudoku or countdown")
-    return task_cls(style=style), module.generate
+    def rl(self) -> Config:
+        """The RL config this warm start is made for (its data and rollout sections are used here)."""
+        cfg = load_config(self.rl_config, self.rl_overrides)
+        if cfg.data.source != "synthetic":
+            raise BGPOError(f"sft: {self.rl_config} has data.source={cfg.data.source!r}; the warm start needs the "
+                            f"task's seeded generator (data.source=synthetic, tasks sudoku or countdown)")
+        return cfg
 
 
-def make_data(cfg: SFTConfig) -> tuple[list[dict], list[dict]]:
-    """Training and held-out examples; held-out puzzles never appear in training."""
-    task, gen = load_task(cfg.task, cfg.style)
-    test = gen(cfg.num_test, seed=cfg.test_seed, **cfg.task_kwargs)
-    seen = {json.dumps(e, sort_keys=True) for e in test}
-    train = [e for e in gen(cfg.num_train, seed=cfg.train_seed, **cfg.task_kwargs)
-             if json.dumps(e, sort_keys=True) not in seen]
+def make_data(cfg: SFTConfig, rl: Config) -> tuple[list[dict], list[dict]]:
+    """Training examples and the held-out split (the trainer's test split for RL seed 0).
+
+    Every puzzle of the trainer's test splits for RL seeds ``0..EXCLUDED_RL_SEEDS-1`` is dropped
+    from training, so RL's held-out accuracy is measured on examples the warm start never saw.
+    """
+    from bgpo.train import load_examples
+
+    test_data = dataclasses.replace(rl.data, num_test=cfg.num_test)
+    train_data = dataclasses.replace(rl.data, num_train=cfg.num_train)
+    test = load_examples(test_data, rl.data.test_split, 0)
+    held_out = {_key(e) for s in range(EXCLUDED_RL_SEEDS) for e in load_examples(test_data, rl.data.test_split, s)}
+    train = [e for e in load_examples(train_data, rl.data.train_split, cfg.seed) if _key(e) not in held_out]
     return train, test
 
 
-def encode_prompts(tok, task, examples: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Chat-template prompts, left-padded: ``(B, P)`` ids and attention mask."""
-    texts = [tok.apply_chat_template(task.prompt(e), add_generation_prompt=True, tokenize=False) for e in examples]
-    enc = tok(texts, padding=True, add_special_tokens=False, return_tensors="pt")
-    return enc["input_ids"], enc["attention_mask"]
+def _key(example: dict) -> str:
+    return json.dumps(example, sort_keys=True)
 
 
-def encode_sft(tok, task, examples: list[dict], gen_length: int) -> tuple[torch.Tensor, ...]:
-    """Prompt + target padded with EOS to ``gen_length`` (LLaDA trains on the trailing EOS too).
+def encode_sft(tok, task, examples: list[dict], rl: Config) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Prompt (the trainer's encoding) + SFT target padded with EOS to ``gen_length``.
 
-    Returns ``input_ids`` (B, P + L), ``attention_mask`` (B, P + L), ``response_mask`` (B, P + L) bool.
+    LLaDA trains on the trailing EOS too: it is how the model learns to stop inside a fixed-length
+    response. Returns ``input_ids``, ``attention_mask`` and ``response_mask`` (bool), each (B, P + L).
     """
-    prompt_ids, prompt_mask = encode_prompts(tok, task, examples)  # (B, P)
+    from bgpo.train import encode_prompts
+
+    L = rl.rollout.gen_length
+    prompt_ids, prompt_mask = encode_prompts(tok, task, examples, rl.rollout.max_prompt_length)  # (B, P)
     targets = [tok(task.sft_target(e), add_special_tokens=False)["input_ids"] for e in examples]
     longest = max(len(t) for t in targets)
-    if longest > gen_length:
-        raise BGPOError(f"sft: a target has {longest} tokens > gen_length {gen_length}; raise gen_length")
-    response = torch.tensor([t + [tok.eos_token_id] * (gen_length - len(t)) for t in targets])  # (B, L)
-    B, P = prompt_ids.shape
+    if longest > L:
+        raise BGPOError(f"sft: a target has {longest} tokens > rollout.gen_length {L}; raise gen_length")
+    response = torch.tensor([t + [tok.eos_token_id] * (L - len(t)) for t in targets])  # (B, L)
     input_ids = torch.cat([prompt_ids, response], 1)  # (B, P + L)
-    attention_mask = torch.cat([prompt_mask, torch.ones_like(response)], 1)
-    response_mask = torch.zeros_like(input_ids, dtype=torch.bool)
-    response_mask[:, P:] = True
+    attention_mask = torch.cat([prompt_mask, torch.ones_like(response)], 1)  # (B, P + L)
+    response_mask = torch.zeros_like(input_ids, dtype=torch.bool)  # (B, P + L)
+    response_mask[:, prompt_ids.shape[1]:] = True
     return input_ids, attention_mask, response_mask
-
-
-@torch.no_grad()
-def accuracy(model, tok, task, examples: list[dict], gen_length: int, batch_size: int = 128) -> dict[str, float]:
-    """Greedy, one token per step (the paper's evaluation setting): fraction fully correct and mean reward."""
-    was_training = model.training
-    model.eval()
-    correct, reward = 0, 0.0
-    for i in range(0, len(examples), batch_size):
-        chunk = examples[i:i + batch_size]
-        prompt_ids, prompt_mask = encode_prompts(tok, task, chunk)
-        out = generate(model, prompt_ids, prompt_mask, gen_length=gen_length, steps=gen_length,
-                       block_length=gen_length, temperature=0.0)
-        texts = tok.batch_decode(out[:, prompt_ids.shape[1]:], skip_special_tokens=True)
-        correct += sum(task.is_correct(t, e) for t, e in zip(texts, chunk))
-        reward += sum(task.reward(t, e) for t, e in zip(texts, chunk))
-    model.train(was_training)
-    return {"accuracy": correct / len(examples), "reward": reward / len(examples)}
 
 
 def train_sft(cfg: SFTConfig, out: str | Path) -> dict:
     """Run the warm start and save it to ``out``; returns the summary also written to ``sft.json``."""
+    from bgpo.evaluate import evaluate_examples
+    from bgpo.train import build_tokenizer, get_task
+
     cfg.check()
+    rl = cfg.rl()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    task, _ = load_task(cfg.task, cfg.style)
-    train, test = make_data(cfg)
-    tok = build_tokenizer()
+    task, tok = get_task(rl.data), build_tokenizer(rl.model)
+    train, test = make_data(cfg, rl)
     torch.manual_seed(cfg.seed)
     model = LLaDAModelLM(preset_config(cfg.model_preset, **cfg.model_overrides))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng = random.Random(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    log = (out / "metrics.jsonl").open("w")
-    start, result = time.time(), {"accuracy": 0.0, "reward": 0.0}
-    bar = tqdm(range(1, cfg.steps + 1), desc="sft", disable=not cfg.progress)
-    for step in bar:
-        batch = [train[rng.randrange(len(train))] for _ in range(cfg.batch_size)]
-        input_ids, attention_mask, response_mask = encode_sft(tok, task, batch, cfg.gen_length)
-        loss = sft_loss(model, input_ids, response_mask, attention_mask, generator=gen)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        record = {"step": step, "loss": loss.item(), "time": time.time() - start}
-        if step % cfg.eval_every == 0 or step == cfg.steps:
-            result = accuracy(model, tok, task, test, cfg.gen_length)
-            record.update(result)
-            bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{result['accuracy']:.3f}")
-        log.write(json.dumps(record) + "\n")
-        log.flush()
-        if "accuracy" in record and cfg.stop_accuracy is not None and result["accuracy"] >= cfg.stop_accuracy:
-            break
-    log.close()
+    start, result = time.time(), {"accuracy": 0.0, "reward_mean": 0.0}
+    bar = tqdm(range(1, cfg.steps + 1), desc="bgpo sft", disable=not cfg.progress)
+    with (out / "metrics.jsonl").open("w") as log:
+        for step in bar:
+            model.train()
+            batch = [train[rng.randrange(len(train))] for _ in range(cfg.batch_size)]
+            input_ids, attention_mask, response_mask = encode_sft(tok, task, batch, rl)
+            loss = sft_loss(model, input_ids, response_mask, attention_mask, generator=gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            record = {"step": step, "loss": loss.item(), "time_s": round(time.time() - start, 2)}
+            if step % cfg.eval_every == 0 or step == cfg.steps:
+                model.eval()
+                result = evaluate_examples(model, tok, task, test, rl)["summary"]
+                record.update(accuracy=result["accuracy"], reward_mean=result["reward_mean"])
+                bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{result['accuracy']:.3f}")
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+            if "accuracy" in record and cfg.stop_accuracy is not None and record["accuracy"] >= cfg.stop_accuracy:
+                break
     model.save_pretrained(out)
     tok.save_pretrained(out)
-    summary = {"config": dataclasses.asdict(cfg), "steps": step, "wall_time_s": round(time.time() - start, 1),
-               "test_accuracy": result["accuracy"], "test_reward": result["reward"],
+    summary = {"settings": dataclasses.asdict(cfg), "steps": step, "wall_time_s": round(time.time() - start, 1),
+               "test_accuracy": result["accuracy"], "test_reward": result["reward_mean"], "num_test": len(test),
                "parameters": sum(p.numel() for p in model.parameters())}
     (out / "sft.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
@@ -184,13 +172,15 @@ def train_sft(cfg: SFTConfig, out: str | Path) -> dict:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = SFTConfig()
-    parser.add_argument("--task", default=d.task, help="task with a seeded generator (sudoku, countdown)")
-    parser.add_argument("--seed", type=int, default=d.seed, help="seed of init, data order and masks")
+    parser.add_argument("--task", default="sudoku", help="task of the RL preset tiny-<task> (sudoku, countdown)")
+    parser.add_argument("--config", default=None, help="RL preset or YAML instead of tiny-<task>")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                        help="override a field of the RL config (e.g. rollout.gen_length=32), repeatable")
+    parser.add_argument("--seed", type=int, default=d.seed, help="seed of init, training data, order and masks")
     parser.add_argument("--out", required=True, help="output directory (model, tokenizer, metrics.jsonl, sft.json)")
     parser.add_argument("--steps", type=int, default=d.steps, help="maximum optimiser steps")
     parser.add_argument("--batch-size", type=int, default=d.batch_size, help="examples per step")
     parser.add_argument("--lr", type=float, default=d.lr, help="AdamW learning rate")
-    parser.add_argument("--gen-length", type=int, default=d.gen_length, help="response length incl. EOS padding")
     parser.add_argument("--eval-every", type=int, default=d.eval_every, help="evaluate every k steps")
     parser.add_argument("--num-test", type=int, default=d.num_test, help="held-out examples for accuracy")
     parser.add_argument("--stop-accuracy", type=float, default=d.stop_accuracy,
@@ -199,11 +189,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    cfg = SFTConfig(task=args.task, seed=args.seed, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                    gen_length=args.gen_length, eval_every=args.eval_every, num_test=args.num_test,
-                    stop_accuracy=args.stop_accuracy or None, progress=not args.no_progress)
-    if cfg.task != "sudoku":
-        cfg.task_kwargs = {}
+    cfg = SFTConfig(rl_config=args.config or f"tiny-{args.task}", rl_overrides=args.set, seed=args.seed,
+                    steps=args.steps, batch_size=args.batch_size, lr=args.lr, eval_every=args.eval_every,
+                    num_test=args.num_test, stop_accuracy=args.stop_accuracy or None,
+                    progress=not args.no_progress)
     summary = train_sft(cfg, args.out)
     print(json.dumps({k: summary[k] for k in ("steps", "wall_time_s", "test_accuracy", "test_reward")}))
     return 0

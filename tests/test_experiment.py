@@ -1,0 +1,95 @@
+"""The small-scale grid: its arms, the equal-memory rule, summary maths, resume/skip of runs."""
+
+import json
+
+import pandas as pd
+import pytest
+
+import bgpo.train
+from bgpo.experiment import (Arm, GridSettings, book_arms, equal_memory_nt, load_curves, run_one, summarize_run,
+                             table, unique_arms)
+
+
+def test_arms_cover_every_comparison_once():
+    comparisons = book_arms(elbo_nt_at_budget=1)
+    names = [a.name for a in unique_arms(comparisons)]
+    assert names == ["bgpo-nt4", "elbo-nt4", "bgpo-nt16", "elbo-nt1", "bgpo-nt1", "bgpo-nt2", "bgpo-nt8",
+                     "bgpo-nt4-x4", "elbo-nt4-x4", "d1"]
+    assert comparisons["equal_memory"] == [Arm("bgpo", 16), Arm("elbo", 1)]
+
+
+def test_equal_memory_picks_largest_elbo_nt_within_bgpo_bytes():
+    rows = [{"objective": "bgpo", "n_t": n, "activation_bytes": 1000 + n} for n in (1, 2, 4, 8, 16)]
+    rows += [{"objective": "elbo", "n_t": n, "activation_bytes": 1000 * n} for n in (1, 2, 4, 8, 16)]
+    assert equal_memory_nt(pd.DataFrame(rows), 16) == 1  # 1016 bytes: only n_t = 1 fits
+    rows[4]["activation_bytes"] = 4500  # a bigger BGPO budget at n_t = 16
+    assert equal_memory_nt(pd.DataFrame(rows), 16) == 4
+
+
+def test_table_is_mean_and_sample_std_over_seeds():
+    summary = pd.DataFrame({"arm": ["a", "a", "a", "b"], "objective": ["bgpo"] * 3 + ["elbo"], "n_t": [4, 4, 4, 1],
+                            "ppo_epochs": 1, "seed": [0, 1, 2, 0], "final_accuracy": [0.2, 0.4, 0.6, 0.5],
+                            "final_reward": [0.5] * 4, "train_reward_last": [0.7] * 4})
+    t = table(summary).set_index("arm")
+    assert t.loc["a", "final_accuracy_mean"] == pytest.approx(0.4)
+    assert t.loc["a", "final_accuracy_std"] == pytest.approx(0.2)  # sample std of 0.2, 0.4, 0.6
+    assert t.loc["a", "seeds"] == 3 and t.loc["b", "seeds"] == 1
+
+
+def _fake_train(calls):
+    """Stands in for bgpo.train.train: writes the logs a run of `steps` steps writes, plus weights."""
+    def train(cfg, resume, output_dir):
+        calls.append((cfg.objective.name, cfg.objective.n_t, cfg.trainer.seed, resume))
+        out = output_dir
+        (out / "checkpoints" / "step-0000002").mkdir(parents=True)
+        (out / "final").mkdir()
+        with (out / "metrics.jsonl").open("a") as f:
+            for step in range(1, cfg.trainer.steps + 1):
+                f.write(json.dumps({"step": step, "reward_mean": 0.1 * step, "rollout_s": 1.0, "old_s": 0.5,
+                                    "update_s": 2.0}) + "\n")
+        with (out / "eval.jsonl").open("a") as f:
+            f.write(json.dumps({"step": cfg.trainer.steps, "accuracy": 0.25, "reward_mean": 0.6}) + "\n")
+        return out
+    return train
+
+
+def test_run_one_trains_once_then_skips_and_drops_weights(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(bgpo.train, "train", _fake_train(calls))
+    s = GridSettings(init_from=str(tmp_path / "sft"), steps=3)
+    stale = tmp_path / "runs" / "bgpo-nt4-s1"
+    stale.mkdir(parents=True)
+    (stale / "metrics.jsonl").write_text('{"step": 1, "reward_mean": 9}\n')  # killed before any checkpoint
+    first = run_one(s, Arm("bgpo", 4), 1, tmp_path / "runs")
+    assert calls == [("bgpo", 4, 1, True)]
+    assert first["final_accuracy"] == 0.25 and first["steps"] == 3
+    assert first["train_reward_last"] == pytest.approx(0.2)  # stale row gone: mean of 0.1, 0.2, 0.3
+    assert first["compute_s"] == pytest.approx(10.5)
+    assert not (stale / "checkpoints").exists() and not (stale / "final").exists()
+    again = run_one(s, Arm("bgpo", 4), 1, tmp_path / "runs")
+    assert again == first and len(calls) == 1  # finished runs are skipped
+
+
+def test_summarize_unfinished_run_raises(tmp_path):
+    from bgpo.errors import BGPOError
+
+    with pytest.raises(BGPOError, match="did not finish"):
+        summarize_run(tmp_path, Arm("d1"), 0)
+
+
+def test_load_curves_prepends_the_warm_start(tmp_path, monkeypatch):
+    monkeypatch.setattr(bgpo.train, "train", _fake_train([]))
+    s = GridSettings(init_from="sft", steps=2)
+    rows = [run_one(s, arm, 0, tmp_path / "runs") for arm in (Arm("bgpo", 1), Arm("d1"))]
+    pd.DataFrame(rows).to_csv(tmp_path / "summary.csv", index=False)
+    pd.DataFrame([{"seed": 0, "step": 0, "accuracy": 0.2, "reward_mean": 0.5}]).to_csv(tmp_path / "initial.csv")
+    train, evals = load_curves(tmp_path)
+    assert len(train) == 4 and set(train["arm"]) == {"bgpo-nt1", "d1"}
+    assert evals.sort_values(["arm", "step"])["accuracy"].tolist() == [0.2, 0.25, 0.2, 0.25]
+
+
+def test_overrides_are_valid_trainer_config():
+    cfg = GridSettings(init_from="some/dir", steps=7).config(Arm("elbo", 8, 4), seed=2)
+    assert (cfg.objective.name, cfg.objective.n_t, cfg.objective.ppo_epochs) == ("elbo", 8, 4)
+    assert cfg.trainer.seed == 2 and cfg.trainer.steps == 7 and cfg.trainer.eval_limit is None
+    assert cfg.model.init_from == "some/dir"
