@@ -234,6 +234,8 @@ def _execute(program: Program, limits: Limits, namespaces: bool, drop_uid: bool)
         if sig == signal.SIGXFSZ:
             return result("limit", f"wrote a file over {limits.file_size_bytes} bytes")
         return result("crashed", f"killed by {sig.name}")
+    if "File too large" in last_line:  # Python ignores SIGXFSZ, so the write fails with EFBIG
+        return result("limit", f"wrote a file over {limits.file_size_bytes} bytes")
     if "MemoryError" in last_line:
         return result("limit", f"out of memory ({limits.memory_bytes} bytes address space)")
     if returncode == 0:
@@ -333,6 +335,6 @@ def run(program: Program | str, limits: Limits = Limits()) -> Result:
 def run_many(programs: Sequence[Program | str], limits: Limits = Limits(),
              workers: int | None = None) -> list[Result]:
     """Run programs concurrently on a bounded pool of threads (each waits on its own process)."""
-    workers = workers or min(8, max(2, os.cpu_count() or 2))
+    workers = workers or min(16, 2 * (os.cpu_count() or 1))  # programs mostly wait: 2 per core
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(lambda p: run(p, limits), programs))

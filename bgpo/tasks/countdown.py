@@ -170,8 +170,9 @@ class Countdown(Task):
             numbers = [int(n) for n in numbers]
         except (TypeError, ValueError):
             raise RowError("numbers", f"expected integers, got {numbers!r}") from None
+        target = field(row, "target", "output")
         try:
-            target = int(field(row, "target", "output"))
+            target = int(target)
         except (TypeError, ValueError):
             raise RowError("target", "expected an integer") from None
         example = {"numbers": numbers, "target": target}

@@ -1,0 +1,66 @@
+"""Math: last \\boxed{} with brace matching, normalisation, symbolic equivalence (math-verify)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bgpo.tasks import get_task
+from bgpo.tasks.math import is_equivalent, last_boxed, normalize
+
+TASK = get_task("math")
+
+
+@pytest.mark.parametrize("text, boxed", [
+    ("so \\boxed{\\frac{1}{2}} done", "\\frac{1}{2}"),
+    ("\\boxed{1} then \\boxed{2}", "2"),
+    ("\\boxed{\\sqrt{\\frac{a}{b}}}", "\\sqrt{\\frac{a}{b}}"),
+    ("\\fbox{7}", "7"),
+    ("$\\boxed 7$", "7"),
+    ("\\boxed{78\n</answer>", None),  # unclosed
+    ("no box", None),
+])
+def test_last_boxed(text, boxed):
+    assert last_boxed(text) == boxed
+
+
+@pytest.mark.parametrize("raw, norm", [
+    ("\\$1,000", "1000"), ("18.0", "18"), ("x = 5", "5"), ("\\dfrac{3}{4}", "\\frac{3}{4}"),
+    ("90^\\circ", "90"), ("50\\%", "50"), ("\\left( 1, 2 \\right)", "(1,2)"), ("12\\text{ cm}", "12"),
+    (".5", "0.5"), ("\\text{east}", "east"),
+])
+def test_normalize(raw, norm):
+    assert normalize(raw) == norm
+
+
+@pytest.mark.parametrize("prediction, reference", [
+    ("0.5", "\\frac{1}{2}"), ("\\frac{3}{24}", "\\frac{1}{8}"), ("16\\sqrt 3", "16 \\sqrt{3}"),
+    ("\\sqrt{3}/3", "\\frac{\\sqrt{3}}{3}"), ("7i - 2", "-2 + 7i"), ("x^2+1", "1+x^2"),
+    ("[-2, 7]", "x \\in [-2,7]"), ("6,277", "6277"),
+])
+def test_equivalent(prediction, reference):
+    assert is_equivalent(prediction, reference)
+
+
+@pytest.mark.parametrize("prediction, reference", [
+    ("0.51", "\\frac{1}{2}"), ("2", "16\\sqrt{3}"), ("(1, 2)", "[1, 2]"), ("", "3"), ("x+1", "x-1"),
+])
+def test_not_equivalent(prediction, reference):
+    assert not is_equivalent(prediction, reference)
+
+
+def test_reward_reads_the_last_box():
+    example = {"problem": "1+1?", "answer": "2"}
+    assert TASK.reward("<reasoning>\\boxed{3}</reasoning><answer>\\boxed{2}</answer>", example) == 1.0
+    assert TASK.reward("<answer>\\boxed{2}</answer> wait, \\boxed{3}", example) == 0.0
+    assert TASK.reward("the answer is 2", example) == 0.0
+    assert TASK.is_correct("\\boxed{2.0}", example)
+
+
+def test_from_row_conventions():
+    gsm = TASK.from_row({"question": "q", "answer": "work\n#### 1,250"})
+    assert gsm == {"problem": "q", "answer": "1,250"} and TASK.reward("\\boxed{1250}", gsm) == 1.0
+    assert TASK.from_row({"problem": "p", "solution": "so $\\boxed{\\frac{1}{2}}$."})["answer"] == "\\frac{1}{2}"
+    assert TASK.from_row({"question": "q", "ground_truth": 18.0})["answer"] == "18"
+    verl = TASK.from_row({"ground_truth": "7", "messages": [{"role": "user", "content": "hi"}]})
+    assert TASK.prompt(verl) == [{"role": "user", "content": "hi"}]
+    assert "\\boxed{}" in TASK.prompt({"problem": "p", "answer": "1"})[0]["content"]

@@ -1,0 +1,83 @@
+"""4x4 sudoku: fraction-of-blanks reward, unique-solution generator, SFT targets, d1's test set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bgpo.errors import BGPOError
+from bgpo.tasks import get_task
+from bgpo.tasks.sudoku import all_grids, count_solutions, generate
+
+TASK = get_task("sudoku")
+PUZZLE, SOLUTION = "3102200002100320", "3142243142131324"  # 8 blanks
+EXAMPLE = {"puzzle": PUZZLE, "solution": SOLUTION}
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.mark.parametrize("completion, reward", [
+    (f"<answer>\n{SOLUTION}\n</answer>", 1.0),
+    (f"<answer>{PUZZLE}</answer>", 0.0),                            # blanks left blank
+    ("<answer>3142 2431 4213 1324</answer>", 1.0),                  # separators dropped
+    ("<answer>31422431</answer>", 4 / 8),                           # short: padded with 0
+    (f"<answer>{SOLUTION}9999</answer>", 1.0),                      # long: truncated
+    (f"<answer>{SOLUTION[:5]}1{SOLUTION[6:]}</answer>", 7 / 8),     # one blank wrong
+    (SOLUTION, 0.0),                                                # no answer tags
+])
+def test_reward(completion, reward):
+    assert TASK.reward(completion, EXAMPLE) == pytest.approx(reward)
+    assert TASK.is_correct(completion, EXAMPLE) == (reward == 1.0)
+
+
+def test_there_are_288_grids():
+    grids = all_grids()
+    assert len(grids) == 288 and SOLUTION in grids
+
+
+@pytest.mark.parametrize("blanks", [4, 10, 12, (6, 9)])
+def test_generator_unique_and_controlled(blanks):
+    examples = generate(20, seed=7, blanks=blanks)
+    assert examples == generate(20, seed=7, blanks=blanks)
+    low, high = (blanks, blanks) if isinstance(blanks, int) else blanks
+    for ex in examples:
+        assert low <= ex["puzzle"].count("0") <= high
+        assert count_solutions(ex["puzzle"]) == 1
+        assert ex["solution"] in all_grids()
+        assert all(p in ("0", s) for p, s in zip(ex["puzzle"], ex["solution"]))
+
+
+def test_generator_rejects_impossible_blanks():
+    with pytest.raises(BGPOError):
+        generate(1, blanks=13)
+
+
+@pytest.mark.parametrize("style", ["chat", "compact"])
+def test_sft_targets(style):
+    task = get_task("sudoku", style=style)
+    ex = generate(1, seed=0)[0]
+    assert task.reward(task.sft_target(ex), ex) == 1.0
+    if style == "compact":
+        assert task.prompt(ex) == [{"role": "user", "content": ex["puzzle"]}]
+        assert task.sft_target(ex) == f"<answer>{ex['solution']}</answer>"
+    else:
+        assert task.prompt(ex)[0]["content"].endswith(f"Solve the following Sudoku puzzle: {ex['puzzle']}\n")
+
+
+def test_from_row_checks_the_grid():
+    assert TASK.from_row({"Puzzle": PUZZLE, "Solution": SOLUTION}) == EXAMPLE
+    assert TASK.from_row({"question": f"Solve the following Sudoku puzzle: {PUZZLE}\n",
+                          "ground_truth": SOLUTION}) == EXAMPLE
+    with pytest.raises(BGPOError, match="field 'solution'"):
+        TASK.from_row({"Puzzle": PUZZLE, "Solution": "3142"})
+    with pytest.raises(BGPOError, match="disagrees"):
+        TASK.from_row({"Puzzle": PUZZLE, "Solution": "4142243142131324"})
+
+
+@pytest.mark.skipif(not (SHARED / "testsets").exists(), reason="needs ../shared/data")
+def test_loads_d1_test_set():
+    examples = get_task("sudoku").load("test", SHARED / "testsets" / "sudoku_4x4_test.csv")
+    assert len(examples) > 100
+    assert all(count_solutions(ex["puzzle"]) >= 1 for ex in examples[:50])
+    countdown = get_task("countdown").load("test", SHARED / "testsets" / "countdown_cd3_test.jsonl")
+    assert countdown[0] == {"numbers": [30, 100, 93], "target": 23}
