@@ -8,7 +8,6 @@ Every hostile program attacks first and *then* defines a correct ``add``; the co
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys

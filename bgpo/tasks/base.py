@@ -49,7 +49,8 @@ def field(row: Example, *names: str) -> Any:
     for name in names:
         if name in row and row[name] is not None:
             return row[name]
-    raise RowError(names[0], f"missing (also looked for {', '.join(names[1:]) or 'no alias'})")
+    aliases = f" (also looked for {', '.join(names[1:])})" if len(names) > 1 else ""
+    raise RowError(names[0], f"missing or null{aliases}")
 
 
 def unwrap_verl(row: Example) -> Example:

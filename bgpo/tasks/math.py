@@ -112,6 +112,8 @@ class Math(Task):
         problem = str(field(row, "problem", "question", "prompt")) if not row.get("messages") else ""
         if "answer" in row and row["answer"] is not None and "####" in str(row["answer"]):  # GSM8K
             answer = str(row["answer"]).split("####")[-1].strip()
+        elif "ground_truth" in row and row["ground_truth"] is None:
+            raise RowError("ground_truth", "null: the row has no reference answer")
         elif row.get("answer") is not None or row.get("ground_truth") is not None:
             answer = _number_text(field(row, "answer", "ground_truth"))
         else:  # MATH train: the reference is the last \boxed{} of the worked solution
