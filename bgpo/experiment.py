@@ -79,13 +79,15 @@ class GridSettings:
     base_config: str = "tiny-sudoku"
     init_from: str | None = None  # SFT warm start; None: run `bgpo sft` into <out>/sft first
     seeds: int = 3
-    steps: int = 40
-    prompts_per_step: int = 8
+    steps: int = 16
+    prompts_per_step: int = 4
     group_size: int = 8
-    lr: float = 1e-4
+    lr: float = 3e-4
     temperature: float = 1.0
+    rollout_steps: int = 8  # sampler steps for the 32-token rollouts (4 tokens per step)
     num_test: int = 256  # held-out puzzles per evaluation (greedy)
-    eval_every: int = 10
+    eval_steps: int = 16  # sampler steps for evaluation (2 tokens per step)
+    eval_every: int = 0  # 0: evaluate at the end only (step 0 comes from `initial.csv`)
     n_ts: tuple[int, ...] = NT_SWEEP
     check_nt: int = 4
     offpolicy_epochs: int = 4
@@ -95,7 +97,7 @@ class GridSettings:
     @classmethod
     def ci(cls) -> "GridSettings":
         """A minutes-scale grid for CI: tiny model, 1 seed, 2 steps, 2 n_t values, small pools."""
-        return cls(seeds=1, steps=2, prompts_per_step=2, group_size=4, num_test=16, eval_every=1, n_ts=(1, 4),
+        return cls(seeds=1, steps=2, prompts_per_step=2, group_size=4, num_test=16, n_ts=(1, 4),
                    check_nt=4, offpolicy_epochs=2,
                    sft_overrides={"model_preset": "tiny", "model_overrides": {}, "steps": 20, "batch_size": 16,
                                   "num_train": 400, "num_test": 16, "eval_every": 20, "stop_accuracy": None,
@@ -107,8 +109,9 @@ class GridSettings:
                 f"objective.n_t={arm.n_t}", f"objective.ppo_epochs={arm.ppo_epochs}",
                 f"trainer.seed={seed}", f"trainer.steps={self.steps}",
                 f"rollout.prompts_per_step={self.prompts_per_step}", f"rollout.group_size={self.group_size}",
-                f"rollout.temperature={self.temperature}", f"optim.lr={self.lr}",
-                f"data.num_test={self.num_test}", "trainer.eval_limit=null",
+                f"rollout.temperature={self.temperature}", f"rollout.steps={self.rollout_steps}",
+                f"optim.lr={self.lr}", f"data.num_test={self.num_test}", "trainer.eval_limit=null",
+                f"trainer.eval_steps={self.eval_steps}", "trainer.eval_batch_size=128",
                 f"trainer.eval_every={self.eval_every}", f"trainer.checkpoint_every={max(self.steps // 4, 1)}",
                 "trainer.progress=false", *self.extra_overrides]
 
@@ -212,8 +215,21 @@ def initial_accuracy(s: GridSettings, seed: int) -> dict:
     return {"seed": seed, "step": 0, "accuracy": result["accuracy"], "reward_mean": result["reward_mean"]}
 
 
-def run_grid(s: GridSettings, out: str | Path, progress: bool = True) -> pd.DataFrame:
-    """Warm start (if needed) → memory table → every (arm, seed) → summary.csv and table.csv."""
+def _cost(arm: Arm, s: GridSettings) -> int:
+    """Relative compute of one RL step: rollout forwards + old-policy forwards + ~3x forwards per update."""
+    samples = 1 if arm.objective == "d1" else arm.n_t
+    return 16 + samples + 3 * samples * arm.ppo_epochs
+
+
+def _run_job(job: tuple) -> dict:
+    return run_one(*job)
+
+
+def run_grid(s: GridSettings, out: str | Path, progress: bool = True, workers: int = 1) -> pd.DataFrame:
+    """Warm start (if needed) → memory table → every (arm, seed) → summary.csv and table.csv.
+
+    ``workers > 1`` runs that many (arm, seed) jobs at once in separate processes (one thread each).
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if s.init_from is None:
@@ -234,11 +250,26 @@ def run_grid(s: GridSettings, out: str | Path, progress: bool = True) -> pd.Data
     initial_file = out / "initial.csv"
     if not initial_file.is_file():
         pd.DataFrame([initial_accuracy(s, seed) for seed in range(s.seeds)]).to_csv(initial_file, index=False)
-    jobs = [(arm, seed) for seed in range(s.seeds) for arm in unique_arms(comparisons)]
+    # most expensive arms first, so parallel workers finish together
+    jobs = sorted(((arm, seed) for seed in range(s.seeds) for arm in unique_arms(comparisons)),
+                  key=lambda job: -_cost(job[0], s))
+    order = {(a.name, seed): i for i, (a, seed) in enumerate(
+        (a, seed) for seed in range(s.seeds) for a in unique_arms(comparisons))}
+    bar = tqdm(total=len(jobs), desc="small-scale grid", disable=not progress)
     rows = []
-    for arm, seed in tqdm(jobs, desc="small-scale grid", disable=not progress):
-        rows.append(run_one(s, arm, seed, out / "runs"))
-    summary = pd.DataFrame(rows)
+    if workers <= 1:
+        for arm, seed in jobs:
+            rows.append(run_one(s, arm, seed, out / "runs"))
+            bar.update()
+    else:  # one thread per worker process: the models are too small to gain from intra-op threads
+        import multiprocessing as mp
+
+        with mp.get_context("spawn").Pool(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+            for row in pool.imap_unordered(_run_job, [(s, arm, seed, out / "runs") for arm, seed in jobs]):
+                rows.append(row)
+                bar.update()
+    bar.close()
+    summary = pd.DataFrame(sorted(rows, key=lambda r: order[(r["arm"], r["seed"])]))
     by = memory.set_index(["objective", "n_t"])["activation_bytes"]
     summary["activation_bytes"] = [by.get((o, n if o != "d1" else 1)) for o, n in zip(summary.objective, summary.n_t)]
     summary.to_csv(out / "summary.csv", index=False)
@@ -292,6 +323,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, default=None, help=f"seeds per arm (default {d.seeds})")
     parser.add_argument("--steps", type=int, default=None, help=f"RL steps per run (default {d.steps})")
     parser.add_argument("--lr", type=float, default=None, help=f"AdamW learning rate (default {d.lr})")
+    parser.add_argument("--workers", type=int, default=1, help="runs trained at once (processes, 1 thread each)")
     parser.add_argument("--ci", action="store_true", help="minutes-scale grid (tiny model, 1 seed, 2 steps)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -306,7 +338,7 @@ def main(args: argparse.Namespace) -> int:
         raise BGPOError(f"--init-from {args.init_from} holds no config.json; pass a `bgpo sft --out` directory")
     s = dataclasses.replace(s, **changes)
     start = time.time()
-    summary = run_grid(s, args.out, progress=not args.no_progress)
+    summary = run_grid(s, args.out, progress=not args.no_progress, workers=args.workers)
     print(table(summary).to_string(index=False))
     print(f"grid wall time: {time.time() - start:.0f} s -> {args.out}")
     return 0
