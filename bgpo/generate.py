@@ -18,7 +18,7 @@ from bgpo.errors import BGPOError
 
 def generate_text(checkpoint: str | Path, prompts: list[str] | None = None, *, task: str | None = None,
                   split: str = "test", limit: int = 4, style: str = "chat", gen_length: int = 64,
-                  steps: int | None = None, block_length: int = 32, temperature: float = 0.0,
+                  steps: int | None = None, block_length: int | None = None, temperature: float = 0.0,
                   remasking: str = "low_confidence", seed: int = 0) -> list[dict]:
     """Completions for ``prompts`` (or a task's first ``limit`` examples): ``[{prompt, completion}]``."""
     from bgpo.config import DataConfig
@@ -42,7 +42,7 @@ def generate_text(checkpoint: str | Path, prompts: list[str] | None = None, *, t
     p_ids, p_mask = encode_prompts(tokenizer, None, messages, 4096)
     with torch.inference_mode():
         x = generate(model, p_ids, p_mask, gen_length=gen_length, steps=steps or gen_length,
-                     block_length=block_length, temperature=temperature, remasking=remasking,
+                     block_length=block_length or min(32, gen_length), temperature=temperature, remasking=remasking,
                      mask_id=model.config.mask_token_id, eos_id=model.config.eos_token_id,
                      generator=torch.Generator().manual_seed(seed))
     texts = tokenizer.batch_decode(x[:, p_ids.shape[1]:], skip_special_tokens=True)
@@ -59,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--style", choices=("chat", "compact"), default="chat", help="task prompt style")
     parser.add_argument("--gen-length", type=int, default=64, help="response length (multiple of --block-length)")
     parser.add_argument("--steps", type=int, default=None, help="diffusion steps (default: gen length)")
-    parser.add_argument("--block-length", type=int, default=32)
+    parser.add_argument("--block-length", type=int, default=None, help="default: 32 (or gen length if shorter)")
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     parser.add_argument("--remasking", choices=("low_confidence", "random"), default="low_confidence")
     parser.add_argument("--seed", type=int, default=0)

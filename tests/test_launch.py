@@ -1,0 +1,29 @@
+"""bgpo launch: accelerate FSDP config + SLURM script + command, without running anything."""
+
+import yaml
+
+from bgpo.launch import launch
+from bgpo.errors import BGPOError
+import pytest
+
+
+def test_accelerate_config_and_command(tmp_path):
+    p = launch("llada8b-math", nodes=2, gpus_per_node=8, output_dir=tmp_path)
+    cfg = yaml.safe_load(p.accelerate_config.read_text())
+    assert cfg["distributed_type"] == "FSDP" and cfg["num_processes"] == 16 and cfg["num_machines"] == 2
+    assert cfg["fsdp_config"]["fsdp_transformer_layer_cls_to_wrap"] == "LLaDABlock"
+    assert cfg["mixed_precision"] == "bf16" and cfg["fsdp_config"]["fsdp_activation_checkpointing"] is False
+    assert p.command[:2] == ["accelerate", "launch"] and "train" in p.command and p.sbatch_script is None
+
+
+def test_slurm_script(tmp_path):
+    p = launch("llada8b-sudoku", nodes=2, gpus_per_node=8, launcher="slurm", output_dir=tmp_path,
+               overrides=["objective.n_t=64"])
+    text = p.sbatch_script.read_text()
+    assert "#SBATCH --nodes=2" in text and "--num_processes 16" in text and "--set objective.n_t=64" in text
+    assert p.command == ["sbatch", str(p.sbatch_script)]
+
+
+def test_rejects_a_batch_that_does_not_split_over_the_gpus(tmp_path):
+    with pytest.raises(BGPOError, match="divisible"):
+        launch("llada8b-math", nodes=3, gpus_per_node=1, output_dir=tmp_path)
