@@ -358,7 +358,8 @@ def train(config: Config | str | Path, *, overrides: list[str] | None = None, re
     Hugging Face model dir with the tokenizer). ``resume=True`` continues from the newest complete
     checkpoint there (or starts fresh when there is none).
     """
-    cfg = config if isinstance(config, Config) else load_config(config, overrides)
+    # a validated copy: the caller's Config object is never changed
+    cfg = load_config(config.to_dict() if isinstance(config, Config) else config, overrides)
     if output_dir is not None:
         cfg.trainer.output_dir = str(output_dir)
     run_dir = Path(cfg.trainer.output_dir)

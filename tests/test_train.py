@@ -64,30 +64,49 @@ def test_one_run_logs_metrics_evaluates_checkpoints_and_exports(tmp_path):
                                weights(latest_checkpoint(run))["model.transformer.ff_out.weight"])
 
 
-def test_a_crashing_reward_scores_zero_and_the_run_goes_on(tmp_path, monkeypatch):
+class Rewarded:
+    """A real task whose reward is replaced by `fn(call_number, completion)`."""
+
+    def __init__(self, task, fn):
+        self.task, self.fn, self.calls = task, fn, 0
+
+    def __getattr__(self, name):
+        return getattr(self.task, name)
+
+    def reward(self, completion, example):
+        self.calls += 1
+        return self.fn(self.calls, completion)
+
+
+def _with_reward(monkeypatch, fn):
     import bgpo.train as T
     from bgpo.tasks import get_task
 
-    class Flaky:
-        def __init__(self, task):
-            self.task, self.calls = task, 0
+    task = Rewarded(get_task("countdown", style="compact"), fn)
+    monkeypatch.setattr(T, "get_task", lambda data: task)
 
-        def __getattr__(self, name):
-            return getattr(self.task, name)
 
-        def reward(self, completion, example):
-            self.calls += 1
-            if self.calls % 2:
-                raise RuntimeError("reward bug")
-            return 1.0
+def test_a_crashing_reward_scores_zero_and_the_run_goes_on(tmp_path, monkeypatch):
+    def flaky(call, completion):
+        if call % 2:
+            raise RuntimeError("reward bug")
+        return 1.0
 
-    flaky = Flaky(get_task("countdown", style="compact"))
-    monkeypatch.setattr(T, "get_task", lambda data: flaky)
+    _with_reward(monkeypatch, flaky)
     run = train(load_config(tiny(tmp_path, trainer={"steps": 1})))
     row = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
     assert row["reward_mean"] == pytest.approx(0.5)  # half crashed (0), half scored 1
     errors = (run / "reward_errors.rank0.jsonl").read_text().splitlines()
     assert len(errors) == 2 and "reward bug" in json.loads(errors[0])["error"]
+
+
+def test_ppo_epochs_take_several_optimizer_steps_on_one_rollout_batch(tmp_path, monkeypatch):
+    _with_reward(monkeypatch, lambda call, completion: float(call % 2))  # every group has a winner
+    run = train(load_config(tiny(tmp_path, trainer={"steps": 1}, objective={"ppo_epochs": 3},
+                                 optim={"warmup_steps": 10})))
+    row = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+    assert row["lr"] == pytest.approx(1e-2 * 4 / 11)  # the scheduler stepped once per epoch
+    assert row["ratio"] != 1.0  # epochs 2 and 3 are off-policy: the ratio left 1
 
 
 def test_half_written_checkpoints_are_never_loaded(tmp_path):
