@@ -79,14 +79,14 @@ class GridSettings:
     base_config: str = "tiny-sudoku"
     init_from: str | None = None  # SFT warm start; None: run `bgpo sft` into <out>/sft first
     seeds: int = 3
-    steps: int = 16
+    steps: int = 12
     prompts_per_step: int = 4
     group_size: int = 8
-    lr: float = 3e-4
+    lr: float = 5e-4
     temperature: float = 1.0
     rollout_steps: int = 8  # sampler steps for the 32-token rollouts (4 tokens per step)
     num_test: int = 256  # held-out puzzles per evaluation (greedy)
-    eval_steps: int = 16  # sampler steps for evaluation (2 tokens per step)
+    eval_steps: int = 8  # sampler steps for evaluation (4 tokens per step, as the rollouts)
     eval_every: int = 0  # 0: evaluate at the end only (step 0 comes from `initial.csv`)
     n_ts: tuple[int, ...] = NT_SWEEP
     check_nt: int = 4
@@ -112,7 +112,7 @@ class GridSettings:
                 f"rollout.temperature={self.temperature}", f"rollout.steps={self.rollout_steps}",
                 f"optim.lr={self.lr}", f"data.num_test={self.num_test}", "trainer.eval_limit=null",
                 f"trainer.eval_steps={self.eval_steps}", "trainer.eval_batch_size=128",
-                f"trainer.eval_every={self.eval_every}", f"trainer.checkpoint_every={max(self.steps // 4, 1)}",
+                f"trainer.eval_every={self.eval_every}", "trainer.checkpoint_every=0",
                 "trainer.progress=false", *self.extra_overrides]
 
     def config(self, arm: Arm, seed: int):
@@ -239,6 +239,11 @@ def run_grid(s: GridSettings, out: str | Path, progress: bool = True, workers: i
         if not (sft_dir / "sft.json").is_file():
             train_sft(SFTConfig(rl_config=s.base_config, **s.sft_overrides), sft_dir)
         s = dataclasses.replace(s, init_from=str(sft_dir))
+    else:  # keep the warm start's logs (not its weights) beside the grid
+        (out / "sft").mkdir(exist_ok=True)
+        for name in ("sft.json", "metrics.jsonl"):
+            if Path(s.init_from, name).is_file():
+                shutil.copyfile(Path(s.init_from, name), out / "sft" / name)
     (out / "settings.json").write_text(json.dumps(dataclasses.asdict(s), indent=2) + "\n")
     memory_file = out / "memory.csv"
     if not memory_file.is_file():

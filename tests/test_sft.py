@@ -7,7 +7,9 @@ import torch
 
 from bgpo.errors import BGPOError
 from bgpo.model import LLaDAModelLM
-from bgpo.sft import SFTConfig, encode_sft, load_task, make_data, train_sft
+from bgpo.sft import SFTConfig, encode_sft, make_data, train_sft
+from bgpo.tasks import get_task
+from bgpo.tasks.sudoku import generate
 from bgpo.tokenizer import build_tokenizer
 
 TINY = {"d_model": 64, "n_layers": 2, "n_heads": 4, "n_kv_heads": 4, "mlp_hidden_size": 128}
@@ -20,37 +22,37 @@ def tiny_cfg(**kw) -> SFTConfig:
 
 
 def test_encode_sft_puts_target_then_eos_in_the_response():
-    tok = build_tokenizer()
-    task, gen = load_task("sudoku", "compact")
-    examples = gen(3, seed=5, blanks=8)
-    input_ids, attention, response = encode_sft(tok, task, examples, gen_length=24)
-    assert response.sum(-1).tolist() == [24, 24, 24]
-    assert response[:, -24:].all() and not response[:, :-24].any()
-    assert attention.bool().all()  # compact prompts of one example all have the same length
-    text = tok.decode(input_ids[0, -24:])
-    assert text.startswith(f"<answer>{examples[0]['solution']}</answer>")
-    assert (input_ids[0, -6:] == tok.eos_token_id).all()  # 18 target tokens, then EOS padding
+    rl = tiny_cfg().rl()
+    tok, task = build_tokenizer(), get_task("sudoku", style="compact")
+    examples = generate(3, seed=5)
+    input_ids, attention, response = encode_sft(tok, task, examples, rl)
+    L = rl.rollout.gen_length
+    assert response.sum(-1).tolist() == [L] * 3
+    assert response[:, -L:].all() and not response[:, :-L].any()
+    assert attention.bool().all()  # compact prompts all have the same length: no padding
+    assert tok.decode(input_ids[0, -L:]).startswith(f"<answer>{examples[0]['solution']}</answer>")
+    assert (input_ids[0, -(L - 18):] == tok.eos_token_id).all()  # 18 target tokens, then EOS padding
 
 
 def test_target_longer_than_gen_length_is_an_error():
-    tok = build_tokenizer()
-    task, gen = load_task("sudoku", "compact")
+    rl = tiny_cfg(rl_overrides=["rollout.gen_length=8", "rollout.block_length=8", "rollout.steps=8"]).rl()
     with pytest.raises(BGPOError, match="gen_length"):
-        encode_sft(tok, task, gen(1, seed=0), gen_length=10)
+        encode_sft(build_tokenizer(), get_task("sudoku", style="compact"), generate(1, seed=0), rl)
 
 
 def test_held_out_examples_never_appear_in_training():
-    train, test = make_data(tiny_cfg(num_train=3000, num_test=64))
+    cfg = tiny_cfg(num_train=3000, num_test=64)
+    train, test = make_data(cfg, cfg.rl())
     puzzles = {e["puzzle"] for e in train}
     assert len(test) == 64 and not any(e["puzzle"] in puzzles for e in test)
-    assert all(e["puzzle"].count("0") == 10 for e in train[:50])
+    assert 2900 < len(train) < 3000  # a few generated puzzles collide with the RL test splits and are dropped
 
 
-def test_unknown_task_and_bad_config_raise():
-    with pytest.raises(BGPOError, match="unknown task"):
-        load_task("chess", "compact")
+def test_bad_config_raises():
     with pytest.raises(BGPOError, match="stop_accuracy"):
         tiny_cfg(stop_accuracy=1.5).check()
+    with pytest.raises(BGPOError, match="synthetic"):
+        tiny_cfg(rl_overrides=["data.source=some.jsonl"]).rl()
 
 
 def test_sft_loss_decreases_and_checkpoint_reloads(tmp_path):
@@ -64,4 +66,4 @@ def test_sft_loss_decreases_and_checkpoint_reloads(tmp_path):
     ids = torch.tensor([tok("<answer>1234</answer>")["input_ids"]])
     assert tok.mask_token_id == model.config.mask_token_id
     assert model(ids).logits.shape == (1, ids.shape[1], model.config.vocab_size)
-    assert json.loads((tmp_path / "sft.json").read_text())["config"]["seed"] == 0
+    assert json.loads((tmp_path / "sft.json").read_text())["settings"]["seed"] == 0
