@@ -113,6 +113,23 @@ def elbo_variance_table(model: torch.nn.Module, input_ids: torch.Tensor, respons
     return pd.DataFrame(rows)
 
 
+def render_masked(tokenizer, input_ids: torch.Tensor, mask: torch.Tensor, response_mask: torch.Tensor,
+                  mask_char: str = "▒", eos_char: str = "·") -> str:
+    """One response as text with its masked positions shown as ``mask_char`` (EOS padding as ``eos_char``).
+
+    ``input_ids``, ``mask``, ``response_mask`` are ``(T,)`` for one sequence.
+    """
+    pieces = []
+    for token, masked in zip(input_ids[response_mask].tolist(), mask[response_mask].tolist()):
+        if masked:
+            pieces.append(mask_char)
+        elif token == tokenizer.eos_token_id:
+            pieces.append(eos_char)
+        else:
+            pieces.append(tokenizer.convert_ids_to_tokens(token))
+    return "".join(pieces)
+
+
 def flat_grad(model: torch.nn.Module) -> torch.Tensor:
     """All parameter gradients as one vector (zeros where a parameter got none), then clears them."""
     parts = [(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in model.parameters()]
