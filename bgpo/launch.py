@@ -139,7 +139,7 @@ def launch(config: str | Path, *, nodes: int = 1, gpus_per_node: int = 8, launch
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="preset name (llada8b-math) or YAML path")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                        help="config override, repeatable (e.g. --set rollout.n_t=32)")
+                        help="config override, repeatable (e.g. --set objective.n_t=32)")
     parser.add_argument("--nodes", type=int, default=1, help="number of machines")
     parser.add_argument("--gpus-per-node", type=int, default=8, help="GPUs (= processes) per machine")
     parser.add_argument("--launcher", choices=("accelerate", "slurm"), default="accelerate",

@@ -497,14 +497,21 @@ def _save_final(accelerator, model, tokenizer, out: Path) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="preset name (tiny-countdown, llada8b-math, ...) or YAML path")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                        help="override a config field, repeatable: --set rollout.n_t=32 --set optim.lr=1e-6")
+                        help="override a config field, repeatable: --set objective.n_t=32 --set optim.lr=1e-6")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the newest complete checkpoint in the output dir (fresh start if none)")
     parser.add_argument("--output-dir", default=None, help="run directory (default: trainer.output_dir)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--fields", action="store_true",
+                        help="list every config field with its default, allowed values and meaning, and exit")
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.fields:
+        from bgpo.config import describe
+
+        print(describe())
+        return 0
     cfg = load_config(args.config, args.set)
     if args.output_dir:
         cfg.trainer.output_dir = args.output_dir
