@@ -249,6 +249,7 @@ def rollout(model, tokenizer, task, examples: list[dict], cfg: Config, step: int
 
 
 def _is_correct(task, completion: str, example: dict) -> bool:
+    """`task.is_correct`, with a crash counted as wrong (like a crashing reward scores 0)."""
     try:
         return bool(task.is_correct(completion, example))
     except Exception:
