@@ -21,10 +21,15 @@ from torch import Tensor
 from bgpo.errors import BGPOError
 
 
+def _config(model: torch.nn.Module) -> object:
+    """The model's config, looking through DDP/FSDP-style wrappers (``.module``)."""
+    return getattr(model, "config", None) or getattr(getattr(model, "module", None), "config", None)
+
+
 def _mask_id(model: torch.nn.Module, mask_id: int | None) -> int:
     if mask_id is not None:
         return mask_id
-    mask_id = getattr(getattr(model, "config", None), "mask_token_id", None)
+    mask_id = getattr(_config(model), "mask_token_id", None)
     if mask_id is None:
         raise BGPOError("no mask token id: pass mask_id= or use a model whose config sets mask_token_id")
     return int(mask_id)
@@ -177,7 +182,7 @@ def generate(
     Masks still left at the end (none, by construction) would become EOS.
     """
     mask_id = _mask_id(model, mask_id)
-    eos_id = eos_id if eos_id is not None else getattr(model.config, "eos_token_id", None)
+    eos_id = eos_id if eos_id is not None else getattr(_config(model), "eos_token_id", None)
     if eos_id is None:
         raise BGPOError("no EOS id: pass eos_id= or use a model whose config sets eos_token_id")
     if gen_length < 1 or block_length < 1 or gen_length % block_length:
@@ -196,29 +201,29 @@ def generate(
     x = torch.cat([prompt_ids, torch.full((B, gen_length), mask_id, dtype=prompt_ids.dtype, device=device)], 1)
     attention = torch.cat([prompt_attention_mask, torch.ones((B, gen_length), dtype=prompt_attention_mask.dtype,
                                                              device=device)], 1)  # (B, P + L)
-    position = torch.arange(P + gen_length, device=device)
     steps_per_block = steps // n_blocks
     for b in range(n_blocks):
         start, end = P + b * block_length, P + (b + 1) * block_length
-        in_block = (position >= start) & (position < end)  # (T,)
         schedule = _transfer_schedule((x[:, start:end] == mask_id).sum(-1), steps_per_block)  # (B, steps)
         for i in range(steps_per_block):
-            masked = x == mask_id  # (B, T)
-            logits = model(x, attention_mask=attention).logits.to(torch.float64)  # (B, T, V)
+            block = x[:, start:end]  # (B, block)
+            masked = block == mask_id
+            # only the current block can be committed: take its logits alone, in float64 (LLaDA's Gumbel)
+            logits = model(x, attention_mask=attention).logits[:, start:end].to(torch.float64)  # (B, block, V)
             logits[..., mask_id] = -torch.inf  # never "unmask" to the mask token (a tiny model might)
             if temperature > 0:
                 u = _rand(tuple(logits.shape), generator, device, torch.float64)
                 neg_log_u = -torch.log(u.clamp(min=1e-20))
                 gumbel = -torch.log(neg_log_u.clamp(min=1e-20))  # standard Gumbel noise
-                x0 = (logits + temperature * gumbel).argmax(-1)  # (B, T)
+                x0 = (logits + temperature * gumbel).argmax(-1)  # (B, block)
             else:
                 x0 = logits.argmax(-1)
             if remasking == "low_confidence":
                 confidence = torch.softmax(logits, -1).gather(-1, x0[..., None]).squeeze(-1)
             else:
                 confidence = _rand(tuple(x0.shape), generator, device, torch.float64)
-            confidence = confidence.masked_fill(~(masked & in_block), -torch.inf)
-            rank = confidence.argsort(-1, descending=True).argsort(-1)  # (B, T)
-            commit = (rank < schedule[:, i:i + 1]) & masked & in_block
-            x = torch.where(commit, x0, x)
+            confidence = confidence.masked_fill(~masked, -torch.inf)
+            rank = confidence.argsort(-1, descending=True).argsort(-1)  # (B, block)
+            commit = (rank < schedule[:, i:i + 1]) & masked
+            x[:, start:end] = torch.where(commit, x0, block)
     return x.masked_fill(x == mask_id, eos_id)
