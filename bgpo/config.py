@@ -92,6 +92,8 @@ class ObjectiveConfig:
     ppo_epochs: int = _field(1, "optimiser steps per rollout batch (the paper uses 1)", lo=1, hi=100)
     micro_batch_size: int | None = _field(None, "sequences per forward/backward per process"
                                           " (empty = the whole local batch)", lo=1, hi=1 << 20, nullable=True)
+    packed: bool = _field(False, "policy forwards on padding-free packed sequences (cu_seqlens; flash-attn"
+                                 " varlen on CUDA when installed)")
 
 
 @dataclass

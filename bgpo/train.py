@@ -430,7 +430,7 @@ def _run(cfg: Config, accelerator, run_dir: Path, ckpt: Path | None) -> Path:
         t1 = time.perf_counter()
         advantages = group_advantages(ro.rewards, cfg.rollout.group_size)  # (N,)
         batch = RolloutBatch(ro.input_ids, ro.attention_mask, ro.response_mask, advantages, ro.masks)
-        prepare_old(model, batch, obj.name, obj.micro_batch_size)
+        prepare_old(model, batch, obj.name, obj.micro_batch_size, packed=obj.packed)
         times["old_s"] = time.perf_counter() - t1
         t2 = time.perf_counter()
         model.train()
@@ -438,7 +438,7 @@ def _run(cfg: Config, accelerator, run_dir: Path, ckpt: Path | None) -> Path:
         for _ in range(obj.ppo_epochs):
             optimizer.zero_grad(set_to_none=True)
             stats = update(obj.name, model, batch, clip_eps=obj.clip_eps, dual_clip=obj.dual_clip,
-                           micro_batch_size=obj.micro_batch_size)
+                           micro_batch_size=obj.micro_batch_size, packed=obj.packed)
             # grad_clip 0 = no clipping: an infinite max norm only measures the norm
             grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip or float("inf"))
             optimizer.step()

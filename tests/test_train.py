@@ -185,3 +185,13 @@ def test_two_processes_make_the_same_update_as_one(tmp_path):
     for r1, r2 in zip(rows_one, rows_two, strict=True):
         assert r1["reward_mean"] == r2["reward_mean"] and r1["sequences"] == r2["sequences"] == 4
         assert r1["grad_norm"] == pytest.approx(r2["grad_norm"], rel=1e-4)
+
+
+def test_packed_micro_batches_train_like_padded_ones(tmp_path):
+    """objective.packed drops the padding (cu_seqlens): same run up to float rounding."""
+    runs = {}
+    for packed in (False, True):
+        raw = tiny(tmp_path / str(packed), objective={"packed": packed}, trainer={"checkpoint_every": 0})
+        runs[packed] = weights(train(load_config(raw)) / "final")
+    for name, value in runs[False].items():
+        torch.testing.assert_close(runs[True][name], value, atol=1e-5, rtol=1e-4)
