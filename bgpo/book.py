@@ -137,6 +137,68 @@ def flat_grad(model: torch.nn.Module) -> torch.Tensor:
     return torch.cat(parts)
 
 
+# paper_settings.csv column -> (config section, field) of a `bgpo.config.Config`
+PAPER_SETTINGS = {
+    "train_steps": ("trainer", "steps"), "prompt_length": ("rollout", "max_prompt_length"),
+    "response_length": ("rollout", "gen_length"), "train_diffusion_steps": ("rollout", "steps"),
+    "eval_diffusion_steps": ("trainer", "eval_steps"), "block_length": ("rollout", "block_length"),
+    "n_t": ("objective", "n_t"), "lr": ("optim", "lr"), "batch_prompts": ("rollout", "prompts_per_step"),
+    "group_size": ("rollout", "group_size"),
+}
+
+
+def settings_vs_paper(cfg, task: str, settings_csv: Path | None = None) -> pd.DataFrame:
+    """A config's training settings next to the paper's (``book/data/paper_settings.csv``), with a match flag."""
+    path = settings_csv or repo_root() / "book" / "data" / "paper_settings.csv"
+    paper = pd.read_csv(path)
+    row = paper[paper["task"] == task]
+    if row.empty:
+        raise BGPOError(f"no paper settings for task {task!r} in {path}; known: {sorted(paper['task'])}")
+    row = row.iloc[0]
+    out = []
+    for column, (section, name) in PAPER_SETTINGS.items():
+        ours = getattr(getattr(cfg, section), name)
+        match = ours is not None and float(ours) == float(row[column])
+        out.append({"setting": column, "config field": f"{section}.{name}", "config": f"{ours:g}" if ours is not None
+                    else "-", "paper": f"{row[column]:g}", "match": match})
+    return pd.DataFrame(out).set_index("setting")
+
+
+def launch_preflight(model_path: str, gpus_per_node: int, dry_run: bool) -> list[str]:
+    """Checks before a real launch; returns what was found, raises BGPOError on a blocker unless ``dry_run``."""
+    found = torch.cuda.device_count()
+    notes = [f"GPUs visible here: {found} (need {gpus_per_node} per node)"]
+    problems = []
+    if found < gpus_per_node:
+        problems.append(f"only {found} GPU(s) visible, gpus_per_node={gpus_per_node}: run on a GPU node or lower it")
+    local = Path(model_path).expanduser()
+    if local.exists():
+        has_config = (local / "config.json").is_file()
+        notes.append(f"model_path {local}: {'config.json found' if has_config else 'NO config.json'}")
+        if not has_config:
+            problems.append(f"{local} has no config.json: point model_path at the LLaDA-8B-Instruct folder")
+    else:
+        notes.append(f"model_path {model_path!r} is not a local folder: treated as a Hugging Face hub id "
+                     "(each node downloads it unless HF_HOME is shared)")
+    if _version("flash-attn") is None and _version("flash_attn") is None:
+        notes.append("flash-attn not installed: packed micro-batches fall back to PyTorch SDPA "
+                     "(pip install flash-attn --no-build-isolation for the authors' speed)")
+    if problems and not dry_run:
+        raise BGPOError("; ".join(problems))
+    return notes + [f"would block a real launch: {p}" for p in problems]
+
+
+def run_streaming(command: list[str], cwd: Path | None = None) -> None:
+    """Run ``command``, printing its output line by line as it comes (so a notebook shows the live log)."""
+    print("$", " ".join(command), flush=True)
+    with subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          bufsize=1) as proc:
+        for line in proc.stdout:
+            print(line, end="", flush=True)
+    if proc.returncode:
+        raise BGPOError(f"`{' '.join(command)}` exited with status {proc.returncode}; its log is above")
+
+
 QUARTO_HELP = """Quarto is not on PATH, so the website was not rendered. Install it with one of
     pip install quarto-cli            (into this venv: .venv/bin/pip install quarto-cli; downloads the binary)
     conda install -c conda-forge quarto   (or: conda env create -f environment.yml)

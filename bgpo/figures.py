@@ -227,18 +227,25 @@ def accuracy_vs_nt(df: pd.DataFrame, y: str = "accuracy", *, group: str | None =
     return fig
 
 
+UNITS = {"MiB": 2.0**-20, "GiB": 2.0**-30, "GB": 1e-9}
+
+
 def memory_vs_nt(records: pd.DataFrame | Iterable[Mapping], *, memory: str = "activation_bytes",
-                 time: str | None = "seconds", label: str | None = None) -> Figure:
-    """Activation memory (MiB) and, when given, time per update (s) vs ``n_t``, one line per objective.
+                 time: str | None = "seconds", label: str | None = None, unit: str = "MiB",
+                 memory_label: str = "activation memory") -> Figure:
+    """Memory (bytes shown in ``unit``) and, when given, time per update (s) vs ``n_t``, one line per objective.
 
     ``records`` has one row per (objective, n_t) measurement, e.g. the output of ``bgpo bench memory``.
     ``label`` (e.g. the device) goes into the title so CPU and GPU measurements are never confused.
     """
+    if unit not in UNITS:
+        raise BGPOError(f"unit must be one of {sorted(UNITS)}, got {unit!r}")
     df = records if isinstance(records, pd.DataFrame) else pd.DataFrame(list(records))
     cols = ["objective", "n_t", memory] + ([time] if time else [])
     require_columns(df, cols, "memory records")
-    fig, axes = plt.subplots(1, 2 if time else 1, figsize=(9, 3.6) if time else (5, 3.6), squeeze=False)
-    panels = [(memory, "activation memory (MiB)", 2.0**-20)] + ([(time, "time per update (s)", 1.0)] if time else [])
+    fig, axes = plt.subplots(1, 2 if time else 1, figsize=(9, 3.6) if time else (5.5, 3.6), squeeze=False)
+    panels = [(memory, f"{memory_label} ({unit})", UNITS[unit])]
+    panels += [(time, "time per update (s)", 1.0)] if time else []
     values = sorted(df["n_t"].unique())
     for ax, (col, ylabel, scale) in zip(axes[0], panels):
         for i, (name, part) in enumerate(df.groupby("objective", sort=False)):
@@ -310,6 +317,28 @@ def bound_plot(z_range: float = 2.0, n_t: int = 16, seed: int = 0) -> Figure:
     return fig
 
 
+def load_memory_json(path: str | Path) -> tuple[pd.DataFrame, str]:
+    """Records written by ``bgpo bench memory --json`` and a label naming the device they were measured on.
+
+    The file is a list of records, or ``{"device": "...", "records": [...]}``; the label is the
+    ``device`` given there, else the records' ``gpu``/``device`` field, with the file name.
+    """
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise BGPOError(f"cannot read memory records {path}: {err}") from None
+    rows = raw.get("records") if isinstance(raw, dict) else raw
+    if not isinstance(rows, list) or not rows:
+        raise BGPOError(f"{path}: expected a non-empty list of bench records (bgpo bench memory --json)")
+    df = pd.DataFrame(rows)
+    device = raw.get("device") if isinstance(raw, dict) else None
+    for column in ("gpu", "device"):
+        if device is None and column in df.columns:
+            device = ", ".join(str(v) for v in dict.fromkeys(df[column]))
+    return df, f"{path.stem}: measured on {device or 'unknown device'}"
+
+
 def draw_all(data_dir: str | Path, out_dir: str | Path) -> list[Path]:
     """Redraw every figure whose data file exists in ``data_dir``; return the files written."""
     data_dir, out_dir = Path(data_dir), Path(out_dir)
@@ -327,10 +356,8 @@ def draw_all(data_dir: str | Path, out_dir: str | Path) -> list[Path]:
     if (data_dir / "llada_zero_shot.csv").is_file():
         emit(zero_shot_by_length(load_csv(data_dir / "llada_zero_shot.csv")), "llada_zero_shot")
     for path in sorted((data_dir / "memory").glob("*.json")):
-        record = json.loads(path.read_text())
-        rows = record.get("records") if isinstance(record, dict) else record
-        label = record.get("device") if isinstance(record, dict) else None
-        emit(memory_vs_nt(rows, label=label), f"memory_{path.stem}")
+        records, label = load_memory_json(path)
+        emit(memory_vs_nt(records, label=label), f"memory_{path.stem}")
     return written
 
 

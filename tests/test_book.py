@@ -115,3 +115,31 @@ def test_render_masked_marks_masked_and_eos():
     response = torch.tensor([False, True, True, True, True])
     mask = torch.tensor([False, False, True, False, False])
     assert book.render_masked(tok, ids, mask, response) == "2▒3·"
+
+
+def test_settings_vs_paper_flags_mismatches():
+    from bgpo.config import load_config
+
+    table = book.settings_vs_paper(load_config("llada8b-math"), "math")
+    assert table.loc["n_t", "paper"] == "16" and table.loc["train_steps", "config"] == "700"
+    assert table["match"].all()
+    changed = book.settings_vs_paper(load_config("llada8b-math", ["objective.n_t=4"]), "math")
+    assert not changed.loc["n_t", "match"]
+    with pytest.raises(BGPOError, match="no paper settings"):
+        book.settings_vs_paper(load_config("llada8b-math"), "chess")
+
+
+def test_launch_preflight_blocks_only_real_launches(tmp_path):
+    notes = book.launch_preflight(str(tmp_path), gpus_per_node=64, dry_run=True)
+    assert any("would block" in n for n in notes)
+    with pytest.raises(BGPOError, match="GPU"):
+        book.launch_preflight(str(tmp_path), gpus_per_node=64, dry_run=False)
+
+
+def test_run_streaming_reports_failure(capsys):
+    import sys
+
+    book.run_streaming([sys.executable, "-c", "print('hello')"])
+    assert "hello" in capsys.readouterr().out
+    with pytest.raises(BGPOError, match="status 3"):
+        book.run_streaming([sys.executable, "-c", "raise SystemExit(3)"])

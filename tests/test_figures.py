@@ -116,3 +116,14 @@ def test_cli_redraws_book_data(tmp_path):
     assert {"bound.png", "bound.svg", "main_results.png", "main_results.svg", "llada_zero_shot.png"} <= names
     with pytest.raises(BGPOError):
         figures.main(argparse.Namespace(data=str(tmp_path / "nope"), out=str(tmp_path)))
+
+
+def test_memory_json_label_and_errors(tmp_path):
+    path = tmp_path / "h100.json"
+    path.write_text(json.dumps({"device": "NVIDIA H100 80GB HBM3", "records": [
+        {"objective": "bgpo", "n_t": 1, "activation_bytes": 2**20, "seconds": 1.0}]}))
+    df, label = figures.load_memory_json(path)
+    assert len(df) == 1 and label == "h100: measured on NVIDIA H100 80GB HBM3"
+    path.write_text("[]")
+    with pytest.raises(BGPOError, match="non-empty"):
+        figures.load_memory_json(path)
