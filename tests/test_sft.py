@@ -67,3 +67,13 @@ def test_sft_loss_decreases_and_checkpoint_reloads(tmp_path):
     assert tok.mask_token_id == model.config.mask_token_id
     assert model(ids).logits.shape == (1, ids.shape[1], model.config.vocab_size)
     assert json.loads((tmp_path / "sft.json").read_text())["settings"]["seed"] == 0
+
+
+def test_same_seed_same_warm_start(tmp_path):
+    runs = [train_sft(tiny_cfg(steps=5, num_test=4, eval_every=5), tmp_path / str(i)) for i in range(2)]
+    logs = [(tmp_path / str(i) / "metrics.jsonl").read_text().splitlines() for i in range(2)]
+    assert [json.loads(r)["loss"] for r in logs[0]] == [json.loads(r)["loss"] for r in logs[1]]
+    assert runs[0]["test_reward"] == runs[1]["test_reward"]
+    other = train_sft(tiny_cfg(steps=5, num_test=4, eval_every=5, seed=1), tmp_path / "seed1")
+    assert other["steps"] == 5 and json.loads((tmp_path / "seed1" / "metrics.jsonl").read_text().splitlines()[0])[
+        "loss"] != json.loads(logs[0][0])["loss"]
