@@ -64,7 +64,7 @@ def book_arms(elbo_nt_at_budget: int, n_ts: tuple[int, ...] = NT_SWEEP, check_nt
         "equal_memory": [Arm("bgpo", max(n_ts)), Arm("elbo", elbo_nt_at_budget)],
         "nt_sweep": [Arm("bgpo", n) for n in n_ts],
         "off_policy": [Arm("bgpo", check_nt, offpolicy_epochs), Arm("elbo", check_nt, offpolicy_epochs)],
-        "d1": [Arm("d1"), Arm("bgpo", check_nt), Arm("bgpo", max(n_ts))],
+        "d1": list(dict.fromkeys([Arm("d1"), Arm("bgpo", check_nt), Arm("bgpo", max(n_ts))])),
     }
 
 
