@@ -245,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     notebooks = [root / p for p in chapters(root) if p.suffix == ".ipynb"]
     if args.only:
         notebooks = [p for p in notebooks if any(name in p.name for name in args.only)]
+        if not notebooks:
+            raise BGPOError(f"--only {' '.join(args.only)} matches no notebook listed in _quarto.yml")
     missing = [str(p.relative_to(root)) for p in notebooks if not p.is_file()]
     if missing:
         raise BGPOError(f"_quarto.yml lists notebooks that do not exist: {missing}")

@@ -112,15 +112,20 @@ def save(fig: Figure, path: str | Path) -> list[Path]:
     return written
 
 
-def _color(name: str, i: int) -> str:
-    cycle = STYLE["axes.prop_cycle"].by_key()["color"]
-    return OBJECTIVE_COLORS.get(str(name).lower(), cycle[i % len(cycle)])
+def _colors(names: Iterable) -> dict:
+    """One distinct colour per name: the objectives keep theirs, the others take the unused palette colours."""
+    names = list(dict.fromkeys(names))
+    fixed = {n: OBJECTIVE_COLORS[str(n).lower()] for n in names if str(n).lower() in OBJECTIVE_COLORS}
+    free = [c for c in STYLE["axes.prop_cycle"].by_key()["color"] if c not in fixed.values()]
+    others = [n for n in names if n not in fixed]
+    return {**fixed, **{n: free[i % len(free)] for i, n in enumerate(others)}}
 
 
 def main_results(df: pd.DataFrame) -> Figure:
     """Grouped bars: accuracy (%) per benchmark (x) and method (bars); one panel per ``source``."""
     require_columns(df, ["benchmark", "method", "accuracy_pct", "source"], "main results")
     sources = list(dict.fromkeys(df["source"]))
+    colors = _colors(df["method"])
     fig, axes = plt.subplots(len(sources), 1, figsize=(7.5, 3.6 * len(sources)), squeeze=False)
     for ax, source in zip(axes[:, 0], sources):
         part = df[df["source"] == source]
@@ -131,7 +136,7 @@ def main_results(df: pd.DataFrame) -> Figure:
         for i, method in enumerate(methods):
             rows = part[part["method"] == method].set_index("benchmark")["accuracy_pct"]
             heights = [rows.get(b, np.nan) for b in benchmarks]
-            ax.bar(x + (i - (len(methods) - 1) / 2) * width, heights, width, label=method, color=_color(method, i))
+            ax.bar(x + (i - (len(methods) - 1) / 2) * width, heights, width, label=method, color=colors[method])
         ax.set_xticks(x, benchmarks)
         ax.set_ylabel("accuracy (%)")
         ax.set_title(f"source: {source}", loc="left")
@@ -144,9 +149,10 @@ def zero_shot_by_length(df: pd.DataFrame) -> Figure:
     """Accuracy (%) vs generation length (tokens), one line per benchmark (base model, zero-shot)."""
     require_columns(df, ["benchmark", "gen_length", "accuracy_pct", "source"], "zero-shot results")
     fig, ax = plt.subplots()
-    for i, (bench, part) in enumerate(df.groupby("benchmark", sort=False)):
+    colors = _colors(df["benchmark"])
+    for bench, part in df.groupby("benchmark", sort=False):
         part = part.sort_values("gen_length")
-        ax.plot(part["gen_length"], part["accuracy_pct"], marker="o", label=bench, color=_color(bench, i))
+        ax.plot(part["gen_length"], part["accuracy_pct"], marker="o", label=bench, color=colors[bench])
     lengths = sorted(df["gen_length"].unique())
     ax.set_xscale("log", base=2)
     ax.set_xticks(lengths, [str(v) for v in lengths])
@@ -189,9 +195,10 @@ def curves(df: pd.DataFrame, y: str = "reward", *, x: str = "step", group: str =
     stats = _mean_spread(data, x, y, group, seed)
     fig = ax.figure if ax is not None else plt.subplots()[0]
     ax = ax if ax is not None else fig.axes[0]
-    for i, (name, part) in enumerate(stats.groupby(group, sort=False)):
+    colors = _colors(stats[group])
+    for name, part in stats.groupby(group, sort=False):
         part = part.sort_values(x)
-        color = _color(name, i)
+        color = colors[name]
         n = int(part["count"].max())
         ax.plot(part[x], part["mean"], color=color, label=f"{name} (n={n})" if n > 1 else str(name))
         if n > 1:
@@ -212,11 +219,12 @@ def accuracy_vs_nt(df: pd.DataFrame, y: str = "accuracy", *, group: str | None =
         data[group] = "all"
     stats = _mean_spread(data, "n_t", y, group, seed)
     fig, ax = plt.subplots()
-    for i, (name, part) in enumerate(stats.groupby(group, sort=False)):
+    colors = _colors(stats[group])
+    for name, part in stats.groupby(group, sort=False):
         part = part.sort_values("n_t")
         ax.errorbar(part["n_t"].to_numpy(float), part["mean"].to_numpy(float),
                     yerr=part["std"].to_numpy(float), marker="o", capsize=3,
-                    color=_color(name, i), label=None if name == "all" else str(name))
+                    color=colors[name], label=None if name == "all" else str(name))
     values = sorted(data["n_t"].unique())
     ax.set_xscale("log", base=2)
     ax.set_xticks(values, [str(int(v)) for v in values])
@@ -248,9 +256,10 @@ def memory_vs_nt(records: pd.DataFrame | Iterable[Mapping], *, memory: str = "ac
     panels += [(time, "time per update (s)", 1.0)] if time else []
     values = sorted(df["n_t"].unique())
     for ax, (col, ylabel, scale) in zip(axes[0], panels):
-        for i, (name, part) in enumerate(df.groupby("objective", sort=False)):
+        colors = _colors(df["objective"])
+        for name, part in df.groupby("objective", sort=False):
             part = part.groupby("n_t")[col].mean().sort_index()
-            ax.plot(part.index, part.values * scale, marker="o", label=str(name), color=_color(name, i))
+            ax.plot(part.index, part.values * scale, marker="o", label=str(name), color=colors[name])
         ax.set_xscale("log", base=2)
         ax.set_xticks(values, [str(int(v)) for v in values])
         ax.set_xlabel("MC samples per response $n_t$")
@@ -267,12 +276,13 @@ def elbo_variance(df: pd.DataFrame, y: str = "variance") -> Figure:
     require_columns(df, ["n_t", y], "ELBO variance")
     group = "estimator" if "estimator" in df.columns else None
     fig, ax = plt.subplots()
-    parts = df.groupby(group, sort=False) if group else [("MC estimate", df)]
+    parts = list(df.groupby(group, sort=False)) if group else [("MC estimate", df)]
+    colors = _colors(name for name, _ in parts)
     first = None
-    for i, (name, part) in enumerate(parts):
+    for name, part in parts:
         part = part.groupby("n_t")[y].mean().sort_index()
         first = part if first is None else first
-        ax.plot(part.index, part.values, marker="o", label=str(name), color=_color(name, i))
+        ax.plot(part.index, part.values, marker="o", label=str(name), color=colors[name])
     n = np.array(first.index, dtype=float)
     ax.plot(n, first.values[0] * n[0] / n, ls="--", color="grey", label=r"$\propto 1/n_t$")
     ax.set_xscale("log", base=2)

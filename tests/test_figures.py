@@ -127,3 +127,12 @@ def test_memory_json_label_and_errors(tmp_path):
     path.write_text("[]")
     with pytest.raises(BGPOError, match="non-empty"):
         figures.load_memory_json(path)
+
+
+def test_every_method_gets_its_own_colour():
+    df = pd.DataFrame({"benchmark": ["A"] * 6, "method": ["base", "d1", "x", "y", "z", "BGPO"],
+                       "accuracy_pct": [1.0, 2, 3, 4, 5, 6], "source": ["s"] * 6})
+    fig = figures.main_results(df)
+    colours = {tuple(p.get_facecolor()) for p in fig.axes[0].patches}
+    assert len(colours) == 6
+    plt.close(fig)
