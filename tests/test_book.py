@@ -143,3 +143,17 @@ def test_run_streaming_reports_failure(capsys):
     assert "hello" in capsys.readouterr().out
     with pytest.raises(BGPOError, match="status 3"):
         book.run_streaming([sys.executable, "-c", "raise SystemExit(3)"])
+
+
+def _chapter_text(rel: Path) -> str:
+    path = ROOT / rel
+    if path.suffix == ".ipynb":
+        return "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "markdown")
+    return path.read_text()
+
+
+def test_every_section_reference_has_a_target():
+    texts = {rel: _chapter_text(rel) for rel in book.chapters(ROOT) if (ROOT / rel).is_file()}
+    defined = {m for text in texts.values() for m in re.findall(r"\{#(sec-[\w-]+)", text)}
+    used = {m for text in texts.values() for m in re.findall(r"@(sec-[\w-]*\w)", text)}
+    assert used <= defined, f"@sec references without a {{#sec-...}} heading: {sorted(used - defined)}"
