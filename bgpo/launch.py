@@ -15,6 +15,7 @@ mixed precision, no CPU offload, activation checkpointing only if the config ask
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import subprocess
 import sys
@@ -97,11 +98,14 @@ srun --kill-on-bad-exit=1 bash -c 'accelerate launch --config_file {shlex.quote(
 
 def launch(config: str | Path, *, nodes: int = 1, gpus_per_node: int = 8, launcher: str = "accelerate",
            output_dir: str | Path = "runs/launch", overrides: list[str] | None = None,
-           job_name: str = "bgpo", time: str = "48:00:00", dry_run: bool = True) -> LaunchPlan:
+           job_name: str = "bgpo", time: str = "48:00:00", dry_run: bool = True,
+           main_process_ip: str | None = None) -> LaunchPlan:
     """Write the accelerate config (and for SLURM the sbatch script); run it unless `dry_run`.
 
     Returns the paths and the command: `accelerate launch --config_file ... -m bgpo.cli train ...`
     (for `launcher="accelerate"`, run once per node with `--machine_rank`), or `sbatch script`.
+    Multi-node accelerate runs rendezvous at node 0: `main_process_ip` (or `$MASTER_ADDR`); a dry run
+    without one shows the placeholder `NODE0_ADDRESS`, a real run refuses to start. SLURM finds it itself.
     """
     if nodes < 1 or gpus_per_node < 1:
         raise BGPOError(f"--nodes ({nodes}) and --gpus-per-node ({gpus_per_node}) must be >= 1")
@@ -116,8 +120,15 @@ def launch(config: str | Path, *, nodes: int = 1, gpus_per_node: int = 8, launch
     out.mkdir(parents=True, exist_ok=True)
     accel_path = out / "accelerate_fsdp.yaml"
     precision = cfg.trainer.mixed_precision if cfg.trainer.mixed_precision != "no" else "bf16"
+    ip = main_process_ip or os.environ.get("MASTER_ADDR")
+    if launcher == "accelerate" and nodes > 1 and not ip:
+        if not dry_run:
+            raise BGPOError("a multi-node accelerate launch needs the address of node 0: pass --main-process-ip "
+                            "(or set MASTER_ADDR), or use --launcher slurm")
+        ip = "NODE0_ADDRESS"
     accel = accelerate_config(nodes, gpus_per_node, mixed_precision=precision,
-                              activation_checkpointing=cfg.model.gradient_checkpointing)
+                              activation_checkpointing=cfg.model.gradient_checkpointing,
+                              main_process_ip=ip or "127.0.0.1")
     accel_path.write_text(yaml.safe_dump(accel, sort_keys=False))
     train_args = ["train", "--config", str(resolve_path(config))]
     for item in overrides or []:
@@ -145,6 +156,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--launcher", choices=("accelerate", "slurm"), default="accelerate",
                         help="accelerate: print/run `accelerate launch` (run it on every node with its "
                              "--machine_rank); slurm: write an sbatch script and print/run `sbatch`")
+    parser.add_argument("--main-process-ip", default=None,
+                        help="address of node 0 for multi-node accelerate runs (default: $MASTER_ADDR)")
     parser.add_argument("--output-dir", default="runs/launch", help="where the launch files are written")
     parser.add_argument("--job-name", default="bgpo", help="SLURM job name")
     parser.add_argument("--time", default="48:00:00", help="SLURM time limit")
@@ -154,6 +167,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     plan = launch(args.config, nodes=args.nodes, gpus_per_node=args.gpus_per_node, launcher=args.launcher,
                   output_dir=args.output_dir, overrides=args.set, job_name=args.job_name, time=args.time,
-                  dry_run=not args.run)
+                  dry_run=not args.run, main_process_ip=args.main_process_ip)
     print(plan, file=sys.stdout)
     return 0

@@ -174,9 +174,10 @@ def bench_memory(preset: str = "small", seq_len: int = 256, prompt_len: int = 64
     for _ in tqdm(range(repeats), desc="bench memory", disable=not progress):
         for key in grid:  # interleaved: each repeat visits every configuration
             measured[key].append(measure_update(key[0], model, key[1], tensors, seed=seed))
+    label = torch.cuda.get_device_name() if device == "cuda" else "cpu"  # the card's name labels GPU data
     return [BenchRecord(o, n, max(m[0] for m in measured[(o, n)]),
                         None if measured[(o, n)][0][1] is None else max(m[1] for m in measured[(o, n)]),
-                        statistics.median(m[2] for m in measured[(o, n)]), device, preset, seq_len, prompt_len, batch)
+                        statistics.median(m[2] for m in measured[(o, n)]), label, preset, seq_len, prompt_len, batch)
             for o, n in grid]
 
 
@@ -239,8 +240,7 @@ def main(args: argparse.Namespace) -> int:
                            tuple(o.strip() for o in args.objectives.split(",") if o.strip()), args.repeats,
                            args.device, args.dtype, args.layers, args.gradient_checkpointing, args.seed)
     print(format_table(records))
-    if args.device == "cuda":
-        print(f"device: {torch.cuda.get_device_name()}")
+    print(f"device: {records[0].device}")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(ratios(records), indent=1))

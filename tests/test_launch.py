@@ -27,3 +27,15 @@ def test_slurm_script(tmp_path):
 def test_rejects_a_batch_that_does_not_split_over_the_gpus(tmp_path):
     with pytest.raises(BGPOError, match="divisible"):
         launch("llada8b-math", nodes=3, gpus_per_node=1, output_dir=tmp_path)
+
+
+def test_multi_node_accelerate_needs_node0_address(tmp_path, monkeypatch):
+    from bgpo.launch import launch
+
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    with pytest.raises(BGPOError, match="--main-process-ip"):
+        launch("llada8b-math", nodes=2, gpus_per_node=8, output_dir=tmp_path, dry_run=False)
+    dry = launch("llada8b-math", nodes=2, gpus_per_node=8, output_dir=tmp_path)
+    assert "NODE0_ADDRESS" in dry.accelerate_config.read_text()
+    real = launch("llada8b-math", nodes=2, gpus_per_node=8, output_dir=tmp_path, main_process_ip="10.0.0.1")
+    assert "main_process_ip: 10.0.0.1" in real.accelerate_config.read_text()
