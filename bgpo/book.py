@@ -1,8 +1,10 @@
 """Glue for the book: the ``make book`` driver and the few helpers the chapters share.
 
-``python -m bgpo.book`` executes every notebook listed in ``_quarto.yml`` with papermill, in place,
-at the defaults of its ``parameters`` cell, then renders the website with Quarto when ``quarto`` is
-installed (and says how to get it when it is not).
+``python -m bgpo.book`` executes every chapter listed in ``_quarto.yml`` with papermill, then renders
+the website with Quarto when ``quarto`` is installed (and says how to get it when it is not). A notebook
+runs in place, at the defaults of its ``parameters`` cell, so its committed outputs are this run's. A
+``.qmd`` page's ```` ```{python} ```` chunks run as a throwaway notebook: that checks they execute without
+Quarto, while the page's shown outputs are Quarto's own, made when it renders the page.
 
 Notebooks run with their own folder (``notebooks/``) as working directory — the same directory
 nbval and Quarto use — and find data through :func:`repo_root`, so relative paths never matter.
@@ -14,6 +16,7 @@ import argparse
 import importlib.metadata
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -21,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import nbformat
 import pandas as pd
 import torch
 import yaml
@@ -207,26 +211,74 @@ then run `make book` again (or `quarto render` in the repository root).
 The executed notebooks are already in {notebooks}; open them with `jupyter lab {notebooks}`."""
 
 
+# Kernels must draw figures inline even when the caller set MPLBACKEND=Agg (the Makefile does, for the tests):
+# with Agg a notebook executes but keeps no figure outputs.
+INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
+
+
+def _papermill(source: Path, out: Path, cwd: Path, parameters: dict | None, label: str, failed_copy: Path) -> None:
+    """Execute ``source`` into ``out``; on a failing cell keep the executed copy at ``failed_copy`` and raise."""
+    import papermill
+
+    env_backend = os.environ.get("MPLBACKEND")
+    os.environ["MPLBACKEND"] = INLINE_BACKEND  # the kernel inherits this process's environment
+    try:
+        papermill.execute_notebook(str(source), str(out), parameters=parameters or {}, cwd=str(cwd),
+                                   kernel_name=KERNEL, progress_bar=False)
+    except papermill.PapermillExecutionError as err:
+        shutil.copy(out, failed_copy)
+        raise BGPOError(f"{label} failed in cell {err.exec_count}: {err.ename}: {err.evalue} "
+                        f"(executed copy with the traceback: {failed_copy})") from None
+    finally:
+        if env_backend is None:
+            os.environ.pop("MPLBACKEND")
+        else:
+            os.environ["MPLBACKEND"] = env_backend
+
+
 def execute_notebook(path: Path, parameters: dict | None = None) -> float:
     """Execute ``path`` in place with papermill (cwd = its folder); returns the seconds taken.
 
     The run goes to a temporary file first and replaces the notebook only when it succeeds, so a
     failing chapter never overwrites the committed, executed one.
     """
-    import papermill
-
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / path.name
-        try:
-            papermill.execute_notebook(str(path), str(out), parameters=parameters or {}, cwd=str(path.parent),
-                                       kernel_name=KERNEL, progress_bar=False)
-        except papermill.PapermillExecutionError as err:
-            keep = path.with_suffix(".failed.ipynb")
-            shutil.copy(out, keep)
-            raise BGPOError(f"{path.name} failed in cell {err.exec_count}: {err.ename}: {err.evalue} "
-                            f"(executed copy with the traceback: {keep})") from None
+        _papermill(path, out, path.parent, parameters, path.name, path.with_suffix(".failed.ipynb"))
         shutil.copy(out, path)
+    return time.perf_counter() - start
+
+
+# A Quarto python chunk: ```{python} (options allowed, e.g. {python echo=false}) up to the closing fence.
+QMD_CHUNK = re.compile(r"^```\{python[^}]*\}[ \t]*\n(.*?)^```[ \t]*$", re.M | re.S)
+
+
+def qmd_notebook(path: Path) -> nbformat.NotebookNode | None:
+    """The ``{python}`` chunks of a Quarto page as a notebook, one code cell each; None if it has none."""
+    chunks = QMD_CHUNK.findall(path.read_text())
+    if not chunks:
+        return None
+    cells = [nbformat.v4.new_code_cell(chunk.rstrip("\n")) for chunk in chunks]
+    kernelspec = {"name": KERNEL, "display_name": "Python 3", "language": "python"}
+    return nbformat.v4.new_notebook(cells=cells, metadata={"kernelspec": kernelspec})
+
+
+def execute_page(path: Path) -> float | None:
+    """Execute a ``.qmd`` page's python chunks (cwd = its folder) without writing anything back.
+
+    Returns the seconds taken, or None for a page with no python chunk. Quarto renders the page itself.
+    """
+    nb = qmd_notebook(path)
+    if nb is None:
+        return None
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / f"{path.stem}.ipynb"
+        nbformat.write(nb, source)
+        failed_copy = Path(tempfile.gettempdir()) / f"{path.stem}.failed.ipynb"  # outlives the temporary folder
+        _papermill(source, Path(tmp) / f"{path.stem}.out.ipynb", path.parent, None, f"{path.name} (python chunks)",
+                   failed_copy)
     return time.perf_counter() - start
 
 
@@ -238,23 +290,29 @@ def quarto_binary() -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bgpo.book", description=__doc__.splitlines()[0])
-    parser.add_argument("--only", nargs="+", metavar="NAME", help="execute only notebooks whose name contains NAME")
-    parser.add_argument("--no-render", action="store_true", help="execute the notebooks, skip quarto render")
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="execute only chapters whose file name contains NAME")
+    parser.add_argument("--no-render", action="store_true", help="execute the chapters, skip quarto render")
     args = parser.parse_args(argv)
     root = repo_root()
-    notebooks = [root / p for p in chapters(root) if p.suffix == ".ipynb"]
+    pages = [root / p for p in chapters(root) if p.suffix in (".ipynb", ".qmd")]
     if args.only:
-        notebooks = [p for p in notebooks if any(name in p.name for name in args.only)]
-        if not notebooks:
-            raise BGPOError(f"--only {' '.join(args.only)} matches no notebook listed in _quarto.yml")
-    missing = [str(p.relative_to(root)) for p in notebooks if not p.is_file()]
+        pages = [p for p in pages if any(name in p.name for name in args.only)]
+        if not pages:
+            raise BGPOError(f"--only {' '.join(args.only)} matches no chapter listed in _quarto.yml")
+    missing = [str(p.relative_to(root)) for p in pages if not p.is_file()]
     if missing:
-        raise BGPOError(f"_quarto.yml lists notebooks that do not exist: {missing}")
+        raise BGPOError(f"_quarto.yml lists chapters that do not exist: {missing}")
     total = time.perf_counter()
-    for i, path in enumerate(notebooks, 1):
-        print(f"[{i}/{len(notebooks)}] executing {path.relative_to(root)} ...", flush=True)
-        print(f"      done in {execute_notebook(path):.1f} s", flush=True)
-    print(f"executed {len(notebooks)} notebooks in {time.perf_counter() - total:.0f} s", flush=True)
+    for i, path in enumerate(pages, 1):
+        name = path.relative_to(root)
+        if path.suffix == ".ipynb":
+            print(f"[{i}/{len(pages)}] executing {name} (in place) ...", flush=True)
+            print(f"      done in {execute_notebook(path):.1f} s", flush=True)
+            continue
+        print(f"[{i}/{len(pages)}] executing the python chunks of {name} (Quarto renders the page) ...", flush=True)
+        seconds = execute_page(path)
+        print("      no python chunks" if seconds is None else f"      done in {seconds:.1f} s", flush=True)
+    print(f"executed {len(pages)} chapters in {time.perf_counter() - total:.0f} s", flush=True)
     if args.no_render:
         return 0
     quarto = quarto_binary()

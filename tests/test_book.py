@@ -80,8 +80,14 @@ def test_data_files_carry_a_source():
 
 
 def test_environment_report_and_chapters_errors(tmp_path):
-    report = book.environment_report()
-    assert report["torch"] and report["cpu cores"] >= 1 and "flash-attn" in report
+    report = book.environment_report()  # what index.qmd's environment check shows
+    assert set(report) == {"python", "platform", "cpu cores", "torch", "transformers", "accelerate", "bgpo",
+                           "cuda available", "gpus", "flash-attn", "quarto"}
+    import torch
+
+    assert report["torch"] == torch.__version__ and report["cpu cores"] >= 1 and report["bgpo"]
+    assert report["cuda available"] == torch.cuda.is_available()
+    assert report["gpus"] == "none" or report["cuda available"]
     (tmp_path / "_quarto.yml").write_text("project:\n  type: book\n")
     with pytest.raises(BGPOError, match="chapters"):
         book.chapters(tmp_path)
@@ -157,3 +163,44 @@ def test_every_section_reference_has_a_target():
     defined = {m for text in texts.values() for m in re.findall(r"\{#(sec-[\w-]+)", text)}
     used = {m for text in texts.values() for m in re.findall(r"@(sec-[\w-]*\w)", text)}
     assert used <= defined, f"@sec references without a {{#sec-...}} heading: {sorted(used - defined)}"
+
+
+def test_qmd_notebook_takes_only_python_chunks(tmp_path):
+    page = tmp_path / "page.qmd"
+    page.write_text("# Title\n\n```bash\nmake book\n```\n\n```{python}\nx = 1\n```\n\ntext\n\n"
+                    "```{python echo=false}\n#| label: tbl-x\nprint(x + 1)\n```\n")
+    nb = book.qmd_notebook(page)
+    assert [c.source for c in nb.cells] == ["x = 1", "#| label: tbl-x\nprint(x + 1)"]
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    (tmp_path / "prose.qmd").write_text("# References\n\n::: {#refs}\n:::\n")
+    assert book.qmd_notebook(tmp_path / "prose.qmd") is None
+    assert book.execute_page(tmp_path / "prose.qmd") is None
+
+
+@pytest.mark.parametrize("rel", [p for p in book.chapters(ROOT) if p.suffix == ".qmd"], ids=str)
+def test_qmd_chapters_execute_without_quarto(rel):
+    """`make book` runs a .qmd page's python chunks (index.qmd: the environment check); so does the suite."""
+    seconds = book.execute_page(ROOT / rel)
+    assert seconds is None or seconds > 0
+
+
+def test_execute_notebook_draws_inline_and_keeps_the_chapter_on_failure(tmp_path, monkeypatch):
+    monkeypatch.setenv("MPLBACKEND", "Agg")  # as under `make`: Agg would drop every figure from the outputs
+    path = tmp_path / "fig.ipynb"
+    cells = [nbformat.v4.new_code_cell("import matplotlib.pyplot as plt\nfig = plt.figure(); plt.plot([0, 1])")]
+    kernelspec = {"name": "python3", "display_name": "Python 3"}
+    nbformat.write(nbformat.v4.new_notebook(cells=cells, metadata={"kernelspec": kernelspec}), path)
+    assert book.execute_notebook(path) > 0
+    outputs = nbformat.read(path, as_version=4).cells[0].outputs
+    assert any("image/png" in o.get("data", {}) for o in outputs), outputs
+    assert book.os.environ["MPLBACKEND"] == "Agg"  # restored for the caller
+
+    broken = tmp_path / "broken.qmd"
+    broken.write_text("```{python}\nraise ValueError('boom')\n```\n")
+    with pytest.raises(BGPOError, match=r"broken.qmd \(python chunks\) failed in cell 1: ValueError: boom"):
+        book.execute_page(broken)
+
+
+def test_book_only_must_match_a_chapter():
+    with pytest.raises(BGPOError, match="matches no chapter"):
+        book.main(["--only", "no-such-chapter", "--no-render"])
