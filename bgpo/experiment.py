@@ -79,10 +79,10 @@ class GridSettings:
     base_config: str = "tiny-sudoku"
     init_from: str | None = None  # SFT warm start; None: run `bgpo sft` into <out>/sft first
     seeds: int = 3
-    steps: int = 12
+    steps: int = 24
     prompts_per_step: int = 4
     group_size: int = 8
-    lr: float = 5e-4
+    lr: float = 5e-5  # 5e-4 collapsed the warm start within 12 steps (pilot); see book/data/runs/README.md
     temperature: float = 1.0
     rollout_steps: int = 8  # sampler steps for the 32-token rollouts (4 tokens per step)
     num_test: int = 256  # held-out puzzles per evaluation (greedy)
