@@ -60,9 +60,9 @@ def test_elbo_estimator_variance_falls_with_n_t():
     with torch.no_grad():
         def estimates(n_t: int) -> torch.Tensor:
             return torch.stack([elbo_terms(model, ids, draw_masks(response, n_t, g), response, attention).mean(1)
-                                for _ in range(40)])  # (40, B)
+                                for _ in range(16)])  # (16, B)
         v1, v8 = estimates(1).var(0), estimates(8).var(0)
-    assert (v8 < v1 / 3).all(), (v1, v8)
+    assert (v8 < v1 / 2).all(), (v1, v8)
 
 
 def test_bad_inputs_raise_one_line_errors():
