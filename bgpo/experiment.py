@@ -252,9 +252,11 @@ def run_grid(s: GridSettings, out: str | Path, progress: bool = True, workers: i
     comparisons = book_arms(equal_memory_nt(memory, max(s.n_ts)), s.n_ts, s.check_nt, s.offpolicy_epochs)
     (out / "comparisons.json").write_text(json.dumps({k: [a.name for a in v] for k, v in comparisons.items()},
                                                      indent=2) + "\n")
-    initial_file = out / "initial.csv"
-    if not initial_file.is_file():
-        pd.DataFrame([initial_accuracy(s, seed) for seed in range(s.seeds)]).to_csv(initial_file, index=False)
+    initial_file = out / "initial.csv"  # grows with --seeds: only missing seeds are evaluated
+    initial = pd.read_csv(initial_file).to_dict("records") if initial_file.is_file() else []
+    have = {int(r["seed"]) for r in initial}
+    initial += [initial_accuracy(s, seed) for seed in range(s.seeds) if seed not in have]
+    pd.DataFrame(initial).sort_values("seed").to_csv(initial_file, index=False)
     # most expensive arms first, so parallel workers finish together
     jobs = sorted(((arm, seed) for seed in range(s.seeds) for arm in unique_arms(comparisons)),
                   key=lambda job: -_cost(job[0], s))
@@ -294,6 +296,16 @@ def table(summary: pd.DataFrame, columns: tuple[str, ...] = ("final_accuracy", "
     agg = agg.reset_index()
     agg.insert(len(keys), "seeds", summary.groupby(keys, sort=False)["seed"].nunique().to_numpy())
     return agg
+
+
+def with_warm_start(summary: pd.DataFrame, initial: pd.DataFrame) -> pd.DataFrame:
+    """Add ``accuracy_change`` = final accuracy - warm start's accuracy on the same seed's test split.
+
+    Runs of one seed share prompts, sampler noise and test split, so this paired change removes the
+    spread that comes from which puzzles a seed's test split happens to hold.
+    """
+    start = initial.set_index("seed")["accuracy"]
+    return summary.assign(accuracy_change=summary["final_accuracy"] - summary["seed"].map(start))
 
 
 def load_curves(out: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:

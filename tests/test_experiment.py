@@ -93,3 +93,11 @@ def test_overrides_are_valid_trainer_config():
     assert (cfg.objective.name, cfg.objective.n_t, cfg.objective.ppo_epochs) == ("elbo", 8, 4)
     assert cfg.trainer.seed == 2 and cfg.trainer.steps == 7 and cfg.trainer.eval_limit is None
     assert cfg.model.init_from == "some/dir"
+
+
+def test_accuracy_change_is_paired_by_seed():
+    from bgpo.experiment import with_warm_start
+
+    summary = pd.DataFrame({"seed": [0, 1, 0], "final_accuracy": [0.3, 0.1, 0.2]})
+    initial = pd.DataFrame({"seed": [0, 1], "accuracy": [0.25, 0.2]})
+    assert with_warm_start(summary, initial)["accuracy_change"].tolist() == pytest.approx([0.05, -0.1, -0.05])
