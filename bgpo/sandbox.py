@@ -67,6 +67,9 @@ class Program:
     expected_stdout: str | None = None
 
 
+UNSHARE_SIGKILL = "unshare: sigprocmask unblock failed"  # see the classification in run()
+
+
 @dataclass(frozen=True)
 class Result:
     status: str  # one of STATUSES
@@ -227,6 +230,10 @@ def _execute(program: Program, limits: Limits, namespaces: bool, drop_uid: bool)
             return result("failed", "wrong output")
         return result("passed", "ran to the end")
     last_line = err.strip().splitlines()[-1] if err.strip() else ""
+    if UNSHARE_SIGKILL in err:
+        # `unshare --fork` re-raises its child's fatal signal on itself; for SIGKILL (the hard CPU
+        # limit; our own timeout kill is reported above) that fails with this message and exit 1
+        return result("limit", f"killed by SIGKILL (CPU limit {limits.cpu_seconds} s)")
     if returncode is not None and returncode < 0:
         sig = signal.Signals(-returncode)
         if sig in (signal.SIGXCPU, signal.SIGKILL):
