@@ -101,3 +101,30 @@ def test_accuracy_change_is_paired_by_seed():
     summary = pd.DataFrame({"seed": [0, 1, 0], "final_accuracy": [0.3, 0.1, 0.2]})
     initial = pd.DataFrame({"seed": [0, 1], "accuracy": [0.25, 0.2]})
     assert with_warm_start(summary, initial)["accuracy_change"].tolist() == pytest.approx([0.05, -0.1, -0.05])
+
+
+def test_numbers_quoted_in_the_chapters_match_the_committed_grid():
+    """Every "mean ± std" quoted in the prose of chapters 04/05 is a (mean, std) the committed grid gives."""
+    import json
+    import re
+    from pathlib import Path
+
+    import pandas as pd
+
+    from bgpo.experiment import table, with_warm_start
+
+    root = Path(__file__).resolve().parents[1]
+    grid = root / "book" / "data" / "runs" / "small-scale"
+    summary, start = pd.read_csv(grid / "summary.csv"), pd.read_csv(grid / "initial.csv")
+    t = table(with_warm_start(summary, start), ("final_accuracy", "accuracy_change", "final_reward",
+                                                 "train_reward_last"))
+    pairs = {(f"{abs(m):.3f}", f"{s:.3f}") for c in t.columns if c.endswith("_mean")
+             for m, s in zip(t[c], t[c.replace("_mean", "_std")])}
+    pairs |= {(f"{start[c].mean():.3f}", f"{start[c].std():.3f}") for c in ("accuracy", "reward_mean")}
+    quoted = []
+    for name in ("04-small-scale.ipynb", "05-monte-carlo.ipynb"):
+        cells = json.loads((root / "notebooks" / name).read_text())["cells"]
+        prose = "".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+        quoted += re.findall(r"−?(\d\.\d{3}) ± (\d\.\d{3})", prose)
+    assert len(quoted) >= 10
+    assert [q for q in quoted if q not in pairs] == []
