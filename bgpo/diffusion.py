@@ -35,7 +35,7 @@ def _mask_id(model: torch.nn.Module, mask_id: int | None) -> int:
     return int(mask_id)
 
 
-def _rand(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device,
+def uniform_noise(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device,
           dtype: torch.dtype = torch.float32) -> Tensor:
     """Uniform noise drawn on the generator's device (so seeded runs repeat), moved to ``device``."""
     if generator is None:
@@ -53,7 +53,7 @@ def stratified_counts(response_len: Tensor, n_t: int, generator: torch.Generator
     if n_t < 1:
         raise BGPOError(f"n_t must be >= 1 (got {n_t}): it is the number of Monte Carlo mask samples")
     L = response_len.to(torch.float64)  # (B,)
-    u = _rand(tuple(L.shape), generator, L.device, torch.float64)
+    u = uniform_noise(tuple(L.shape), generator, L.device, torch.float64)
     k = torch.floor(u * L) + 1  # (B,) in 1..L
     j = torch.arange(n_t, dtype=torch.float64, device=L.device)
     x = torch.floor(k[:, None] + j[None, :] * L[:, None] / n_t + 0.5)  # (B, n_t)
@@ -73,7 +73,7 @@ def draw_masks(response_mask: Tensor, n_t: int, generator: torch.Generator | Non
     if (L == 0).any():
         raise BGPOError("a sequence has no response tokens: every rollout needs gen_length >= 1 response positions")
     counts = stratified_counts(L, n_t, generator)  # (B, n_t)
-    scores = _rand((B, n_t, T), generator, response_mask.device)
+    scores = uniform_noise((B, n_t, T), generator, response_mask.device)
     scores = scores.masked_fill(~response_mask[:, None, :], 2.0)  # prompt/pad positions sort last
     ranks = scores.argsort(-1).argsort(-1)  # (B, n_t, T) rank of each position among random scores
     return ranks < counts[..., None]
@@ -149,8 +149,8 @@ def sft_loss(
     ``loss = mean_b [ sum_{i masked} -log p(y^i | y_t, x) / t ] / L_b``.
     """
     B, T = input_ids.shape
-    t = eps + (1 - eps) * _rand((B,), generator, input_ids.device)  # (B,)
-    u = _rand((B, T), generator, input_ids.device)
+    t = eps + (1 - eps) * uniform_noise((B,), generator, input_ids.device)  # (B,)
+    u = uniform_noise((B, T), generator, input_ids.device)
     mask = (u < t[:, None]) & response_mask  # (B, T)
     logp = masked_logprobs(model, input_ids, mask, attention_mask, mask_id)  # (B, T)
     per_seq = -(logp / t[:, None]).sum(-1) / response_mask.sum(-1).clamp(min=1)
@@ -212,7 +212,7 @@ def generate(
             logits = model(x, attention_mask=attention).logits[:, start:end].to(torch.float64)  # (B, block, V)
             logits[..., mask_id] = -torch.inf  # never "unmask" to the mask token (a tiny model might)
             if temperature > 0:
-                u = _rand(tuple(logits.shape), generator, device, torch.float64)
+                u = uniform_noise(tuple(logits.shape), generator, device, torch.float64)
                 neg_log_u = -torch.log(u.clamp(min=1e-20))
                 gumbel = -torch.log(neg_log_u.clamp(min=1e-20))  # standard Gumbel noise
                 x0 = (logits + temperature * gumbel).argmax(-1)  # (B, block)
@@ -221,7 +221,7 @@ def generate(
             if remasking == "low_confidence":
                 confidence = torch.softmax(logits, -1).gather(-1, x0[..., None]).squeeze(-1)
             else:
-                confidence = _rand(tuple(x0.shape), generator, device, torch.float64)
+                confidence = uniform_noise(tuple(x0.shape), generator, device, torch.float64)
             confidence = confidence.masked_fill(~masked, -torch.inf)
             rank = confidence.argsort(-1, descending=True).argsort(-1)  # (B, block)
             commit = (rank < schedule[:, i:i + 1]) & masked

@@ -19,12 +19,12 @@ re-implementation (DARE), which carries the BGPO authors' code.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from bgpo.diffusion import _rand, draw_masks, elbo_term, masked_logprobs
+from bgpo.diffusion import draw_masks, elbo_term, masked_logprobs, uniform_noise
 from bgpo.errors import BGPOError
 
 OBJECTIVES = ("bgpo", "elbo", "d1")
@@ -131,7 +131,8 @@ def d1_masks(input_ids: Tensor, response_mask: Tensor, attention_mask: Tensor | 
     """d1's one-step masking: every completion token masked, each prompt token w.p. ``prompt_mask_prob``."""
     real = torch.ones_like(response_mask) if attention_mask is None else attention_mask.bool()
     prompt = real & ~response_mask
-    return response_mask | (prompt & (_rand(tuple(input_ids.shape), generator, input_ids.device) < prompt_mask_prob))
+    noise = uniform_noise(tuple(input_ids.shape), generator, input_ids.device)  # (B, T)
+    return response_mask | (prompt & (noise < prompt_mask_prob))
 
 
 @dataclass
@@ -148,7 +149,6 @@ class RolloutBatch:
     advantages: Tensor  # (B,)
     masks: Tensor  # (B, n_t, T) bool for bgpo/elbo; (B, 1, T) d1 one-step mask
     old: Tensor | None = None
-    stats: dict[str, float] = field(default_factory=dict)
 
     def select(self, rows: slice) -> "RolloutBatch":
         """The micro-batch of rows ``rows``."""
