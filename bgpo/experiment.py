@@ -37,6 +37,7 @@ import torch
 from tqdm.auto import tqdm
 
 from bgpo.errors import BGPOError
+from bgpo.jsonl import iter_jsonl
 
 NT_SWEEP = (1, 2, 4, 8, 16)
 
@@ -166,7 +167,8 @@ def equal_memory_nt(memory: pd.DataFrame, budget_nt: int) -> int:
 # running
 # ---------------------------------------------------------------------------------------------
 def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    """The rows of a run log; a run that has not written it yet has none."""
+    return [row for _, row in iter_jsonl(path)] if path.is_file() else []
 
 
 def summarize_run(run_dir: Path, arm: Arm, seed: int, tail: int = 5) -> dict:

@@ -22,6 +22,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from bgpo.errors import BGPOError
+from bgpo.jsonl import iter_jsonl
 
 # The book's one style: readable at page width, colour-blind-safe palette (Okabe–Ito), light grid.
 STYLE = {
@@ -81,17 +82,7 @@ def read_metrics(paths: Mapping[str, str | Path] | Iterable[str | Path]) -> pd.D
         path = Path(path)
         if not path.is_file():
             raise BGPOError(f"metrics file {path} not found; pass the metrics.jsonl a `bgpo train` run wrote")
-        rows = []
-        for n, line in enumerate(path.read_text().splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise BGPOError(f"{path}:{n} is not valid JSON ({err.msg}); is the log truncated?") from None
-            if not isinstance(row, dict):
-                raise BGPOError(f"{path}:{n} is not a JSON object")
-            rows.append(row)
+        rows = [row for _, row in iter_jsonl(path)]
         frame = pd.DataFrame(rows)
         frame.insert(0, "run", str(label))
         frames.append(frame)

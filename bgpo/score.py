@@ -23,6 +23,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from bgpo.errors import BGPOError
+from bgpo.jsonl import iter_jsonl
 from bgpo.tasks import TASKS, get_task
 from bgpo.tasks.base import RowError
 
@@ -77,21 +78,14 @@ def read_generations(path: Path, task: str | None = None) -> tuple[str, list[tup
             rows.append((name, item["generations"], item))
         return setup, rows
     rows = []
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise BGPOError(f"{path}: line {line_no}: not valid JSON ({err.msg})") from None
-            name = task or row.get("task")
-            if name not in TASKS:
-                raise BGPOError(f"{path}: line {line_no}: field 'task': {name!r} is not one of {sorted(TASKS)}; "
-                                "add it to the row or pass --task")
-            if not isinstance(row.get("completion"), str):
-                raise BGPOError(f"{path}: line {line_no}: field 'completion': missing or not text")
-            rows.append((name, row["completion"], row))
+    for line_no, row in iter_jsonl(path):
+        name = task or row.get("task")
+        if name not in TASKS:
+            raise BGPOError(f"{path}: line {line_no}: field 'task': {name!r} is not one of {sorted(TASKS)}; "
+                            "add it to the row or pass --task")
+        if not isinstance(row.get("completion"), str):
+            raise BGPOError(f"{path}: line {line_no}: field 'completion': missing or not text")
+        rows.append((name, row["completion"], row))
     return path.stem, rows
 
 

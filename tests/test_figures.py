@@ -101,7 +101,7 @@ def test_read_metrics_labels_runs_and_rejects_truncated_lines(tmp_path):
     assert list(df["run"]) == ["a", "a"] and list(df["reward"]) == [0.5, 0.7]
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"step": 0}\n{"step": 1, "rew')
-    with pytest.raises(BGPOError, match="bad.jsonl:2"):
+    with pytest.raises(BGPOError, match="bad.jsonl: line 2: not valid JSON"):
         figures.read_metrics({"x": bad})
     with pytest.raises(BGPOError, match="not found"):
         figures.load_csv(tmp_path / "missing.csv")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bgpo.errors import BGPOError
+from bgpo.jsonl import iter_jsonl
 
 Example = dict[str, Any]
 Messages = list[dict[str, str]]
@@ -80,14 +81,7 @@ def unwrap_verl(row: Example) -> Example:
 def _iter_file(path: Path) -> Iterator[Example]:
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        with path.open(encoding="utf-8") as f:
-            for line_no, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise BGPOError(f"{path}: line {line_no}: not valid JSON ({err.msg}); fix the line") from None
+        yield from (row for _, row in iter_jsonl(path))
     elif suffix == ".json":
         data = json.loads(path.read_text(encoding="utf-8"))
         rows = data.get("generations", data.get("data")) if isinstance(data, dict) else data
