@@ -21,7 +21,7 @@ from torch import Tensor
 from bgpo.errors import BGPOError
 
 
-def _config(model: torch.nn.Module) -> object:
+def model_config(model: torch.nn.Module) -> object:
     """The model's config, looking through DDP/FSDP-style wrappers (``.module``)."""
     return getattr(model, "config", None) or getattr(getattr(model, "module", None), "config", None)
 
@@ -29,7 +29,7 @@ def _config(model: torch.nn.Module) -> object:
 def _mask_id(model: torch.nn.Module, mask_id: int | None) -> int:
     if mask_id is not None:
         return mask_id
-    mask_id = getattr(_config(model), "mask_token_id", None)
+    mask_id = getattr(model_config(model), "mask_token_id", None)
     if mask_id is None:
         raise BGPOError("no mask token id: pass mask_id= or use a model whose config sets mask_token_id")
     return int(mask_id)
@@ -182,7 +182,7 @@ def generate(
     Masks still left at the end (none, by construction) would become EOS.
     """
     mask_id = _mask_id(model, mask_id)
-    eos_id = eos_id if eos_id is not None else getattr(_config(model), "eos_token_id", None)
+    eos_id = eos_id if eos_id is not None else getattr(model_config(model), "eos_token_id", None)
     if eos_id is None:
         raise BGPOError("no EOS id: pass eos_id= or use a model whose config sets eos_token_id")
     if gen_length < 1 or block_length < 1 or gen_length % block_length:

@@ -27,7 +27,7 @@ def evaluate_examples(model, tokenizer, task, examples: list[dict], cfg: Config,
                       gen_length: int | None = None, steps: int | None = None) -> dict:
     """Greedy completions and scores for ``examples``: ``{"summary": {...}, "records": [...]}``."""
     from bgpo.diffusion import generate
-    from bgpo.train import _is_correct, encode_prompts, model_config, safe_rewards
+    from bgpo.train import _is_correct, encode_prompts, safe_rewards
 
     gen_length = gen_length or cfg.rollout.gen_length
     steps = steps or cfg.trainer.eval_steps or gen_length
@@ -36,14 +36,13 @@ def evaluate_examples(model, tokenizer, task, examples: list[dict], cfg: Config,
     mine = list(range(rank, len(examples), world))
     records = []
     bs = cfg.trainer.eval_batch_size
-    mcfg = model_config(model)
     for start in range(0, len(mine), bs):
         ids = mine[start:start + bs]
         batch = [examples[i] for i in ids]
         p_ids, p_mask = encode_prompts(tokenizer, task, batch, cfg.rollout.max_prompt_length)
         x = generate(model, p_ids.to(device), p_mask.to(device), gen_length=gen_length, steps=steps,
-                     block_length=cfg.rollout.block_length, temperature=0.0, remasking="low_confidence",
-                     mask_id=mcfg.mask_token_id, eos_id=mcfg.eos_token_id)  # (b, P + L)
+                     block_length=cfg.rollout.block_length, temperature=0.0,
+                     remasking="low_confidence")  # (b, P + L); mask/EOS ids from the model's config
         completions = tokenizer.batch_decode(x[:, p_ids.shape[1]:].cpu(), skip_special_tokens=True)
         rewards = safe_rewards(task, completions, batch, None)
         for i, completion, reward, example in zip(ids, completions, rewards, batch):

@@ -43,8 +43,7 @@ def generate_text(checkpoint: str | Path, prompts: list[str] | None = None, *, t
     with torch.inference_mode():
         x = generate(model, p_ids, p_mask, gen_length=gen_length, steps=steps or gen_length,
                      block_length=block_length or min(32, gen_length), temperature=temperature, remasking=remasking,
-                     mask_id=model.config.mask_token_id, eos_id=model.config.eos_token_id,
-                     generator=torch.Generator().manual_seed(seed))
+                     generator=torch.Generator().manual_seed(seed))  # mask/EOS ids: the model's config
     texts = tokenizer.batch_decode(x[:, p_ids.shape[1]:], skip_special_tokens=True)
     return [{"prompt": m[-1]["content"], "completion": t, **({"example": e} if task else {})}
             for m, t, e in zip(messages, texts, examples)]

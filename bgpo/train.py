@@ -220,15 +220,13 @@ def rollout(model, tokenizer, task, examples: list[dict], cfg: Config, step: int
     r, G = cfg.rollout, cfg.rollout.group_size
     per_chunk = max(1, (r.batch_size or len(examples) * G) // G)  # prompts per sampler call
     ids, att, resp, comps, rows, masks = [], [], [], [], [], []
-    mask_id, eos_id = model_config(model).mask_token_id, model_config(model).eos_token_id
     for start in range(0, len(examples), per_chunk):
         chunk = examples[start:start + per_chunk]
         gen = _generator(cfg.trainer.seed, step, first_prompt + start)
         p_ids, p_mask = encode_prompts(tokenizer, task, chunk, r.max_prompt_length)
         p_ids, p_mask = p_ids.repeat_interleave(G, 0).to(device), p_mask.repeat_interleave(G, 0).to(device)
         x = generate(model, p_ids, p_mask, gen_length=r.gen_length, steps=r.steps, block_length=r.block_length,
-                     temperature=r.temperature, remasking=r.remasking, mask_id=mask_id, eos_id=eos_id,
-                     generator=gen)  # (b*G, P + L)
+                     temperature=r.temperature, remasking=r.remasking, generator=gen)  # (b*G, P + L)
         P = p_ids.shape[1]
         a = torch.cat([p_mask, torch.ones_like(x[:, P:])], 1)  # (b*G, P + L)
         rm = torch.zeros_like(x, dtype=torch.bool)
@@ -261,11 +259,6 @@ def _left_pad(t: torch.Tensor, width: int, value) -> torch.Tensor:
         return t
     pad = torch.full((*t.shape[:-1], width - t.shape[-1]), value, dtype=t.dtype, device=t.device)
     return torch.cat([pad, t], -1)
-
-
-def model_config(model):
-    """The LLaDAConfig of a possibly wrapped (DDP/FSDP) model."""
-    return getattr(model, "config", None) or model.module.config
 
 
 # ---------------------------------------------------------------------------------------------
@@ -402,8 +395,6 @@ def _run(cfg: Config, accelerator, run_dir: Path, ckpt: Path | None) -> Path:
                                   weight_decay=o.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (o.warmup_steps + 1)))
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    if not hasattr(model, "config"):  # DDP hides the config the objectives read mask_token_id from
-        model.config = accelerator.unwrap_model(model).config
     start = 0
     if ckpt is not None:
         accelerator.load_state(str(ckpt))
