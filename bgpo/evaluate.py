@@ -27,7 +27,7 @@ def evaluate_examples(model, tokenizer, task, examples: list[dict], cfg: Config,
                       gen_length: int | None = None, steps: int | None = None) -> dict:
     """Greedy completions and scores for ``examples``: ``{"summary": {...}, "records": [...]}``."""
     from bgpo.diffusion import generate
-    from bgpo.train import _is_correct, encode_prompts, safe_rewards
+    from bgpo.train import encode_prompts, safe_rewards
 
     gen_length = gen_length or cfg.rollout.gen_length
     steps = steps or cfg.trainer.eval_steps or gen_length
@@ -47,7 +47,7 @@ def evaluate_examples(model, tokenizer, task, examples: list[dict], cfg: Config,
         rewards = safe_rewards(task, completions, batch, None)
         for i, completion, reward, example in zip(ids, completions, rewards, batch):
             records.append({"index": i, "completion": completion, "reward": reward,
-                            "correct": _is_correct(task, completion, example), "example": example})
+                            "correct": reward == 1.0, "example": example})
     if world > 1:
         from accelerate.utils import gather_object
 
