@@ -162,7 +162,15 @@ def encode_prompts(tokenizer, task, examples: list, max_length: int) -> tuple[to
 
 
 def safe_rewards(task, completions: list[str], examples: list[dict], log: Path | None) -> list[float]:
-    """Per-completion rewards; a reward that raises scores 0 and is logged (the run goes on)."""
+    """Per-completion rewards; a reward that raises scores 0 and is logged (the run goes on).
+
+    The batch goes through ``task.rewards`` first (the code task runs its programs concurrently);
+    only if that raises is it scored one completion at a time, so just the failing ones get 0.
+    """
+    try:
+        return [float(r) for r in task.rewards(completions, examples)]
+    except Exception:  # some completion's reward raised: find it below
+        pass
     out = []
     for completion, example in zip(completions, examples):
         try:
