@@ -70,7 +70,6 @@ def environment_report() -> dict[str, object]:
     flash-attn is optional: without it the model uses PyTorch SDPA (see the Memory chapter).
     """
     gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
-    quarto = shutil.which("quarto")
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
@@ -82,8 +81,29 @@ def environment_report() -> dict[str, object]:
         "cuda available": torch.cuda.is_available(),
         "gpus": ", ".join(gpus) or "none",
         "flash-attn": _version("flash-attn") or _version("flash_attn") or "not installed (PyTorch SDPA is used)",
-        "quarto": quarto or "not on PATH",
+        "quarto": quarto_version(),
     }
+
+
+def quarto_version() -> str:
+    """The Quarto that renders (or would render) the book: its version and where it was found.
+
+    When Quarto itself executes a page, its launcher exports ``QUARTO_BIN_PATH`` to the kernel even if
+    ``quarto`` is not on PATH, so the page names the Quarto that rendered it.
+    """
+    found = quarto_binary()
+    bin_dir = os.environ.get("QUARTO_BIN_PATH")
+    if found is None and bin_dir:
+        if not (Path(bin_dir) / "quarto").is_file():
+            return f"executing this page (QUARTO_BIN_PATH={bin_dir})"
+        found = str(Path(bin_dir) / "quarto")
+    if found is None:
+        return "not installed (needed only to render the website; every chapter executes without it)"
+    try:
+        version = subprocess.run([found, "--version"], capture_output=True, text=True, timeout=60).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        version = ""
+    return f"{version or 'unknown version'} ({found})"
 
 
 @torch.no_grad()
@@ -313,6 +333,9 @@ def main(argv: list[str] | None = None) -> int:
         seconds = execute_page(path)
         print("      no python chunks" if seconds is None else f"      done in {seconds:.1f} s", flush=True)
     print(f"executed {len(pages)} chapters in {time.perf_counter() - total:.0f} s", flush=True)
+    if not (yaml.safe_load((root / "_quarto.yml").read_text()).get("book") or {}).get("repo-url"):
+        print("note: _quarto.yml sets no book: repo-url, so the site has no 'View source' / 'Report an issue' "
+              "links; whoever publishes the book sets it (see the PUBLISHER comment there)", flush=True)
     if args.no_render:
         return 0
     quarto = quarto_binary()

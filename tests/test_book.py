@@ -204,3 +204,234 @@ def test_execute_notebook_draws_inline_and_keeps_the_chapter_on_failure(tmp_path
 def test_book_only_must_match_a_chapter():
     with pytest.raises(BGPOError, match="matches no chapter"):
         book.main(["--only", "no-such-chapter", "--no-render"])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Rendering checks that need no Quarto: what the rendered site would get wrong, caught in the sources and
+# the committed outputs. Quarto numbers sections itself (number-sections), turns a `fig-` labelled cell with
+# several outputs into sub-figures (a), (b), ..., and shows table cells and display math at their natural
+# width, so these mistakes are visible here already.
+
+CELL_OPTION = re.compile(r"^#\|\s*([\w-]+):\s*(.*)$", re.M)
+
+
+def _options(cell) -> dict[str, str]:
+    """The `#| key: value` options at the top of a code cell (Quarto's cell options)."""
+    return dict(CELL_OPTION.findall(cell.source))
+
+
+def _outputs(cell) -> list:
+    return [o for o in cell.get("outputs", []) if o.output_type in ("display_data", "execute_result")]
+
+
+def _images(cell) -> list:
+    return [o for o in _outputs(cell) if any(k.startswith("image/") for k in o.get("data", {}))]
+
+
+def _html_tables(cell) -> list[str]:
+    return [o["data"]["text/html"] for o in _outputs(cell) if "<table" in o.get("data", {}).get("text/html", "")]
+
+
+def _notebook(path: Path):
+    return nbformat.read(path, as_version=4)
+
+
+def _book_prose() -> str:
+    """The markdown of every chapter (where @fig-/@tbl- references live)."""
+    return "\n".join(_chapter_text(rel) for rel in book.chapters(ROOT) if (ROOT / rel).is_file())
+
+
+def _markdown_outside_code(text: str) -> str:
+    return re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
+
+
+def _chapter_markdown(rel: Path) -> str:
+    """A chapter's prose only: notebook markdown cells, or a .qmd page without its code blocks."""
+    return _markdown_outside_code(_chapter_text(rel))
+
+
+HAND_NUMBERED = re.compile(r"^#{1,6}\s+(?:\d+(?:\.\d+)*[.)]|\(\s*[0-9a-zA-Z]{1,3}\s*\))\s", re.M)
+
+
+@pytest.mark.parametrize("rel", book.chapters(ROOT), ids=str)
+def test_headings_are_not_numbered_by_hand(rel):
+    """number-sections is on: a heading "## 1. The bound" renders as "2.1 1. The bound"."""
+    found = HAND_NUMBERED.findall(_chapter_markdown(rel))
+    lines = [line for line in _chapter_markdown(rel).splitlines() if HAND_NUMBERED.match(line)]
+    assert not found, f"{rel}: headings numbered by hand (Quarto numbers them): {lines}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_figure_has_a_label_caption_and_a_reference(path):
+    """A plot without `label: fig-...` + `fig-cap` is an unnumbered image; a labelled cell with a table *and*
+    a plot becomes sub-figures (a) table, (b) plot with the caption on neither. References: `@fig-...`."""
+    prose = _book_prose()
+    for i, cell in enumerate(c for c in _notebook(path).cells if c.cell_type == "code"):
+        opts, images = _options(cell), _images(cell)
+        label = opts.get("label", "")
+        where = f"{path.name}, code cell {i + 1} ({cell.source.splitlines()[0][:60]!r})"
+        if images:
+            assert label.startswith("fig-") and opts.get("fig-cap"), f"{where}: a figure without label/fig-cap"
+        if label.startswith("fig-"):
+            assert len(images) <= 1 and len(_outputs(cell)) == len(images), (
+                f"{where}: a fig- cell must show exactly its one figure (other outputs become sub-figures); "
+                "put tables and prints in their own cell")
+            if images:
+                assert f"@{label}" in prose, f"{where}: {label} is never referred to (@{label})"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_table_has_a_label_caption_and_a_reference(path):
+    prose = _book_prose()
+    for i, cell in enumerate(c for c in _notebook(path).cells if c.cell_type == "code"):
+        tables, opts = _html_tables(cell), _options(cell)
+        if not tables:
+            continue
+        where = f"{path.name}, code cell {i + 1} ({cell.source.splitlines()[0][:60]!r})"
+        label = opts.get("label", "")
+        assert label.startswith("tbl-") and opts.get("tbl-cap"), f"{where}: a table without label/tbl-cap"
+        assert len(tables) == 1 and len(_outputs(cell)) == 1, f"{where}: one table per labelled cell"
+        assert f"@{label}" in prose, f"{where}: {label} is never referred to (@{label})"
+
+
+RAW_MISSING = re.compile(r"(?<![\w.])(?:NaN|nan|<NA>|NaT)(?![\w])")
+
+
+def _output_texts(cell) -> list[str]:
+    texts = []
+    for out in cell.get("outputs", []):
+        if out.output_type == "stream":
+            texts.append(out.text)
+        data = out.get("data", {})
+        texts += [data[k] for k in ("text/html", "text/plain", "text/markdown") if k in data]
+    return texts
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_shown_outputs_have_no_raw_missing_values(path):
+    """Missing values read "—" with a note saying why, never pandas' NaN."""
+    for i, cell in enumerate(c for c in _notebook(path).cells if c.cell_type == "code"):
+        for text in _output_texts(cell):
+            hit = RAW_MISSING.search(text)
+            assert not hit, f"{path.name}, code cell {i + 1}: raw {hit.group()!r} in an output: " \
+                            f"...{text[max(0, hit.start() - 80):hit.end() + 20]!r}"
+
+
+def _table_width(html: str) -> int:
+    """Rough rendered width of an HTML table in characters: widest cell of each column, plus padding."""
+    widths: dict[int, int] = {}
+    for row in re.findall(r"<tr.*?</tr>", html, flags=re.S):
+        for j, cell in enumerate(re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row, flags=re.S)):
+            text = re.sub(r"<[^>]+>", "", cell).strip()
+            longest = max((len(w) for w in text.split()), default=0)  # the browser wraps at spaces
+            widths[j] = max(widths.get(j, 0), min(len(text), max(longest, 14)))
+    return sum(w + 3 for w in widths.values())
+
+
+TEXT_COLUMN_CHARS = 100  # Quarto's body column at the table font size, with a margin
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_tables_fit_the_text_column(path):
+    for i, cell in enumerate(c for c in _notebook(path).cells if c.cell_type == "code"):
+        for html in _html_tables(cell):
+            width = _table_width(html)
+            assert width <= TEXT_COLUMN_CHARS, (f"{path.name}, code cell {i + 1}: table ~{width} characters wide "
+                                                f"(> {TEXT_COLUMN_CHARS}): split or transpose it")
+
+
+def _math_width(tex: str) -> float:
+    """Rough width (in characters) of one line of display math: spacing commands by their em width,
+    fractions by their wider part, a cases/matrix block by its widest row, other commands as one glyph,
+    braces and the markup of scripts as nothing."""
+    tex = re.sub(r"\\begin\{(cases|[pbv]?matrix|array)\}(.*?)\\end\{\1\}",
+                 lambda m: "x" * int(max(_math_width(row) for row in re.split(r"\\\\", m.group(2)))), tex, flags=re.S)
+    tex = re.sub(r"\\(?:text|mathrm|operatorname|mathbf)\{([^{}]*)\}", lambda m: m.group(1), tex)
+    width = 4 * tex.count(r"\qquad") + 2 * tex.count(r"\quad")
+    tex = re.sub(r"\\qquad|\\quad", "", tex)
+    tex = re.sub(r"\\frac\{([^{}]*)\}\{([^{}]*)\}", lambda m: "x" * max(len(m.group(1)), len(m.group(2))), tex)
+    tex = re.sub(r"\\(?:left|right|big|Big|bigg|Bigg|begin\{\w+\}|end\{\w+\}|[,;:! ])", "", tex)
+    tex = re.sub(r"\\[A-Za-z]+", "x", tex)
+    tex = re.sub(r"[{}^_&\s]", "", tex)
+    return width + len(tex)
+
+
+def _math_lines(block: str) -> list[str]:
+    """The rendered lines of a display-math block: split at ``\\\\`` outside cases/matrix blocks."""
+    nested = re.compile(r"\\begin\{(cases|[pbv]?matrix|array)\}.*?\\end\{\1\}", re.S)
+    blocks = iter([m.group(0) for m in nested.finditer(block)])
+    return [re.sub("\0", lambda _: next(blocks), line) for line in re.split(r"\\\\", nested.sub("\0", block))]
+
+
+MATH_COLUMN_CHARS = 62  # display math is set larger than text; ~62 glyphs fill Quarto's body column
+
+
+@pytest.mark.parametrize("rel", book.chapters(ROOT), ids=str)
+def test_display_math_fits_the_text_column(rel):
+    """MathJax never breaks a display equation: a long one is cut at the column edge. Split it with aligned."""
+    text = _chapter_markdown(rel)
+    for block in re.findall(r"\$\$(.*?)\$\$", text, flags=re.S):
+        for line in _math_lines(block):
+            assert _math_width(line) <= MATH_COLUMN_CHARS, (
+                f"{rel}: display math line ~{_math_width(line):.0f} glyphs wide: {line.strip()[:90]!r}")
+
+
+def _repo_files() -> set[str]:
+    import subprocess
+
+    listed = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    return set(listed.split())
+
+
+DOC_FILE = re.compile(r"(?<![\w/.-])([\w.-]+\.md)\b")
+REPO_PATH = re.compile(r"(?<![\w/.-])((?:bgpo|book|tests|notebooks)/[\w./-]*\.(?:py|md|csv|json|yaml|yml|ipynb|qmd|bib))\b")
+
+
+def _texts_that_cite_files() -> dict[str, str]:
+    """Chapter prose and code, the package's sources and configs, the data READMEs: where a reader meets a
+    file name and expects to open it."""
+    texts = {str(rel): _chapter_text(rel) + "\n".join(
+        c.source for c in _notebook(ROOT / rel).cells if c.cell_type == "code") if rel.suffix == ".ipynb"
+        else (ROOT / rel).read_text() for rel in book.chapters(ROOT) if (ROOT / rel).is_file()}
+    for path in [*(ROOT / "bgpo").rglob("*.py"), *(ROOT / "bgpo" / "configs").glob("*.yaml"),
+                 *(ROOT / "book" / "data").rglob("*.md")]:
+        texts[str(path.relative_to(ROOT))] = path.read_text()
+    return texts
+
+
+def test_no_reference_to_files_outside_the_repository():
+    """A cited document (``bgpo-math.md``) or path must be one the reader can open in this repository."""
+    files = _repo_files()
+    names = {Path(f).name for f in files}
+    missing = []
+    for where, text in _texts_that_cite_files().items():
+        for name in DOC_FILE.findall(text):
+            if name not in names:
+                missing.append(f"{where}: {name}")
+        for path in REPO_PATH.findall(text):
+            if path not in files and not (ROOT / path).exists():
+                missing.append(f"{where}: {path}")
+    assert not missing, "references to files that are not in the repository:\n" + "\n".join(sorted(set(missing)))
+
+
+PARAMETER_LINE_CHARS = 100
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_parameters_cells_fit_the_text_column(path):
+    cell = next(c for c in _notebook(path).cells if "parameters" in c.get("metadata", {}).get("tags", []))
+    long = [line for line in cell.source.splitlines() if len(line) > PARAMETER_LINE_CHARS]
+    assert not long, f"{path.name}: parameters lines over {PARAMETER_LINE_CHARS} characters: {long}"
+
+
+def test_quarto_wraps_code_and_outputs_and_links_no_placeholder_repository():
+    config = yaml.safe_load((ROOT / "_quarto.yml").read_text())
+    html = config["format"]["html"]
+    assert html.get("code-overflow") == "wrap", "long source lines must wrap, not scroll off the page"
+    header = str(html.get("include-in-header", ""))
+    assert ".cell-output" in header and "pre-wrap" in header, "command outputs must wrap too"
+    repo = config["book"].get("repo-url")
+    if repo is None:
+        assert "repo-actions" not in config["book"], "repo-actions without repo-url"
+    else:
+        assert "github.com/bgpo-book/bgpo-book" not in repo and "OWNER" not in repo, f"placeholder repo-url {repo}"
