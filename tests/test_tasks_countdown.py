@@ -1,4 +1,4 @@
-"""Countdown: the exact-fraction parser, the 1.0 / 0.1 / 0 reward, the generator and SFT targets."""
+"""Countdown: the exact-fraction parser, the 1.0 / 0.1 / 0 reward, d1's lenient rule, metrics, generator, SFT."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from bgpo.errors import BGPOError
 from bgpo.tasks import get_task
-from bgpo.tasks.countdown import evaluate, generate
+from bgpo.tasks.countdown import d1_success, evaluate, generate
 
 TASK = get_task("countdown")
 EXAMPLE = {"numbers": [49, 55, 53], "target": 51}
@@ -99,3 +99,35 @@ def test_bad_arguments():
         get_task("countdown", style="tiny")
     with pytest.raises(BGPOError, match="solution"):
         TASK.sft_target(EXAMPLE)
+
+
+@pytest.mark.parametrize("completion, success", [
+    ("<answer>\n\\boxed{49 + 55 - 53}\n</answer>", True),             # box inside the tags
+    ("\\[ 55 - 53 + 49 \\]\n</answer>\n\\boxed{55 - 53 + 49}<|eot_id|>", True),  # no closed tags
+    ("\\boxed{55 \\times 53 \\div 53 - 49 + 49 - 4}", False),       # 49 twice and a stray 4
+    ("\\boxed{(55 \\cdot 53) \\div 53 - 4 = 51}", False),            # 4 is not given
+    ("\\boxed{55 - (53 - 49) = 51}", True),                           # "= target" dropped
+    ("<answer>\n49 + 55 - 53\n</answer>", False),                      # no box: the whole text is read
+    ("<answer>49 + 55 - 53</answer> and \\boxed{49 + 55", True),       # unclosed box: the answer tags
+    ("\\boxed{49 + 55 - 53 + 0}", False),                             # 0 is not given
+    ("\\boxed{49 * 55 / 53}", False),                                 # wrong value
+])
+def test_d1_success(completion, success):
+    assert d1_success(completion, EXAMPLE["numbers"], EXAMPLE["target"]) == success
+
+
+def test_d1_tolerance_and_python_only_forms():
+    assert d1_success("\\boxed{(1/3)*3}", [1, 3, 3], 1)
+    assert not d1_success("\\boxed{2**3}", [2, 3], 8)  # Python's power is not countdown arithmetic
+    assert not d1_success("\\boxed{6/(1-1)}", [6, 1, 1], 0)
+
+
+def test_metrics():
+    completions = ["<answer>\\boxed{49 + 55 - 53}</answer>", answer("49 + 55 - 53"), "no answer"]
+    rewards = TASK.rewards(completions, [EXAMPLE] * 3)
+    assert rewards == [0.1, 1.0, 0.0]
+    metrics = TASK.metrics(completions, [EXAMPLE] * 3, rewards)
+    assert list(metrics) == list(TASK.metric_names) and TASK.primary_metric == "d1_success"
+    assert metrics == pytest.approx({"d1_success": 1 / 3, "mean_reward": 1.1 / 3, "strict_success": 1 / 3})
+    with pytest.raises(BGPOError, match="one reward per completion"):
+        TASK.metrics(completions, [EXAMPLE] * 3, rewards[:2])

@@ -1,10 +1,11 @@
-"""Math: last \\boxed{} with brace matching, normalisation, symbolic equivalence (math-verify)."""
+"""Math: last \\boxed{} with brace matching, normalisation, symbolic equivalence (math-verify), d1's parser."""
 
 from __future__ import annotations
 
 import pytest
 
 from bgpo.tasks import get_task
+from bgpo.tasks.d1_parse import gsm8k_number, math_answer, math_equivalent
 from bgpo.tasks.math import is_equivalent, last_boxed, normalize
 
 TASK = get_task("math")
@@ -58,9 +59,55 @@ def test_reward_reads_the_last_box():
 
 def test_from_row_conventions():
     gsm = TASK.from_row({"question": "q", "answer": "work\n#### 1,250"})
-    assert gsm == {"problem": "q", "answer": "1,250"} and TASK.reward("\\boxed{1250}", gsm) == 1.0
+    assert gsm == {"problem": "q", "answer": "1,250", "dataset": "gsm8k"} and TASK.reward("\\boxed{1250}", gsm) == 1.0
     assert TASK.from_row({"problem": "p", "solution": "so $\\boxed{\\frac{1}{2}}$."})["answer"] == "\\frac{1}{2}"
-    assert TASK.from_row({"question": "q", "ground_truth": 18.0})["answer"] == "18"
+    assert TASK.from_row({"question": "q", "ground_truth": 18.0}) == {"problem": "q", "answer": "18", "dataset": "gsm8k"}
+    assert "dataset" not in TASK.from_row({"question": "q", "ground_truth": "16 \\sqrt{3}"})  # MATH500
     verl = TASK.from_row({"ground_truth": "7", "messages": [{"role": "user", "content": "hi"}]})
     assert TASK.prompt(verl) == [{"role": "user", "content": "hi"}]
     assert "\\boxed{}" in TASK.prompt({"problem": "p", "answer": "1"})[0]["content"]
+
+
+@pytest.mark.parametrize("text, number", [
+    ("\\boxed{162000} so the answer is \\boxed{16200}", 162000.0),  # the first usable box
+    ("\\boxed{} \\boxed{...} \\boxed{20 white hats}", 20.0),         # empty boxes skipped, first number
+    ("\\boxed{\\frac{2}{3}}", 2.0),                                   # read up to the first }
+    ("\\boxed{6,277}", 6.0),                                           # the comma cuts the number
+    ("<answer>\n\\boxed{78\n</answer>", 78.0),                          # unclosed: last number in the tags
+    ("<answer>\n-2.5\n</answer> <answer>9</answer>", -2.5),              # the first tags
+    ("the answer is 5", None),
+])
+def test_d1_gsm8k_number(text, number):
+    assert gsm8k_number(text) == number
+
+
+@pytest.mark.parametrize("text, answer", [
+    ("\\boxed{1} then \\boxed{\\frac{1}{2}}", "\\frac{1}{2}"),
+    ("$\\boxed 7$ and \\boxed{8}", "7"),                    # "\\boxed " anywhere wins
+    ("\\fbox{7}", "\\fbox{7}"),                              # only \\boxed{} is unwrapped
+    ("<answer>5</answer> \\boxed{5", "5"),                   # unclosed box: the answer tags
+    ("no box", "no box"),                                     # no box: the whole text
+])
+def test_d1_math_answer(text, answer):
+    assert math_answer(text) == answer
+
+
+@pytest.mark.parametrize("prediction, reference, equal", [
+    ("\\dfrac12", "0.5", True), ("3/4", "\\frac{3}{4}", True), ("x = 5", "5", True),
+    ("5\\text{ cm}", "5", True), ("90^\\circ", "90", True), ("\\left(1, 2\\right)", "(1,2)", True),
+    ("6,277", "6277", False), ("15.975", "\\frac{639}{40}", False),
+    ("\\sqrt{3}/3", "\\sqrt{3}/3", True), ("\\sqrt{3}/3", "\\sqrt{3} / 3", False),  # a/b unreadable: raw strings
+])
+def test_d1_math_equivalent(prediction, reference, equal):
+    assert math_equivalent(prediction, reference) == equal
+
+
+def test_metrics():
+    gsm = TASK.from_row({"question": "q", "ground_truth": 20.0})
+    math = {"problem": "p", "answer": "\\frac{1}{2}"}
+    completions = ["\\boxed{20}", "\\boxed{20 hats}", "\\boxed{0.5}", "\\boxed{\\frac{2}{4}}"]
+    examples = [gsm, gsm, math, math]
+    rewards = [1.0, 0.0, 1.0, 1.0]  # the strict reward (math-verify); given, not recomputed
+    metrics = TASK.metrics(completions, examples, rewards)
+    assert list(metrics) == list(TASK.metric_names) and TASK.primary_metric == "boxed_equiv"
+    assert metrics == {"boxed_equiv": 0.75, "d1_accuracy": 0.75}  # d1: 20, 20, 0.5 -> 1/2; not 2/4

@@ -1,4 +1,4 @@
-"""4x4 sudoku: fraction-of-blanks reward, unique-solution generator, SFT targets, d1's test set."""
+"""4x4 sudoku: fraction-of-blanks reward, d1's reading, metrics, unique-solution generator, SFT, d1's test set."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pytest
 
 from bgpo.errors import BGPOError
 from bgpo.tasks import get_task
+from bgpo.tasks.d1_parse import sudoku_grid
 from bgpo.tasks.sudoku import all_grids, count_solutions, generate
 
 TASK = get_task("sudoku")
@@ -28,6 +29,32 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 def test_reward(completion, reward):
     assert TASK.reward(completion, EXAMPLE) == pytest.approx(reward)
     assert TASK.is_correct(completion, EXAMPLE) == (reward == 1.0)
+
+
+@pytest.mark.parametrize("completion, grid", [
+    (f"<answer>\n{SOLUTION}\n</answer>", SOLUTION),
+    ("<answer>\n3142 2431\n</answer>", "3142243100000000"),                  # short: padded with 0
+    (f"<answer>\n{SOLUTION}<|eot_id|>", SOLUTION),                            # unclosed tag
+    ("<answer>\n```\n3142\n2431\n```\nthat is all</answer>", "3142243100000000"),  # code fence
+    (f"<answer>\n</answer>\nso {SOLUTION}<|eot_id|>", f"so{SOLUTION[:14]}"),  # after the tags, words kept
+    (f"the grid is {SOLUTION}.", SOLUTION),                                    # any 16-digit run
+    ("<answer>\n41233\\41012\\43214\n</answer>", "41233\\41012\\4321"),  # non-digits kept
+    ("no digits", ""),
+])
+def test_d1_reading(completion, grid):
+    assert sudoku_grid(completion) == grid
+
+
+def test_metrics_pool_cells_for_d1():
+    easy = {"puzzle": SOLUTION[:12] + "0000", "solution": SOLUTION}  # 4 blanks
+    completions = [f"<answer>{SOLUTION}</answer>", f"<answer>\n{SOLUTION[:8]}<|eot_id|>"]
+    examples = [easy, EXAMPLE]
+    rewards = TASK.rewards(completions, examples)
+    assert rewards == [1.0, 0.0]  # the unclosed tag earns no reward
+    metrics = TASK.metrics(completions, examples, rewards)
+    assert list(metrics) == list(TASK.metric_names) and TASK.primary_metric == "cell_accuracy"
+    # d1 reads 4 of EXAMPLE's 8 blanks right and pools the cells: (4 + 4) / (4 + 8)
+    assert metrics == pytest.approx({"cell_accuracy": 0.5, "d1_cell_accuracy": 8 / 12, "solved": 0.5})
 
 
 def test_there_are_288_grids():

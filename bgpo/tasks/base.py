@@ -37,6 +37,18 @@ def last_answer(completion: str) -> str | None:
     return matches[-1].strip() if matches else None
 
 
+def mean(values: Sequence[float]) -> float:
+    """Mean of ``values`` (booleans count 1/0); 0.0 for none, so an empty setup reads as 0."""
+    return sum(values) / len(values) if values else 0.0
+
+
+def check_batch(completions: Sequence[str], examples: Sequence[Example], rewards: Sequence[float]) -> None:
+    """Completions, examples and rewards must pair up one to one."""
+    if not len(completions) == len(examples) == len(rewards):
+        raise BGPOError(f"metrics need one example and one reward per completion, got {len(completions)} "
+                        f"completions, {len(examples)} examples, {len(rewards)} rewards")
+
+
 class RowError(BGPOError):
     """A row of a data file is malformed; :func:`read_rows` adds the file and row number."""
 
@@ -145,11 +157,15 @@ class Task:
     """Base class: prompt formatting, reward, correctness and loading of one task.
 
     Subclasses set ``name`` and ``styles`` and implement ``from_row``, ``messages``,
-    ``reward``; ``is_correct`` defaults to "reward is the maximum, 1.0".
+    ``reward``; ``is_correct`` defaults to "reward is the maximum, 1.0". A task whose papers
+    report other numbers overrides ``metrics`` and lists them in ``metric_names`` (in the order
+    tables print them), with ``primary_metric`` the one a headline number means.
     """
 
     name: str = ""
     styles: tuple[str, ...] = ("chat",)
+    metric_names: tuple[str, ...] = ("accuracy", "mean_reward")
+    primary_metric: str = "accuracy"
     # split -> (hub dataset, config, hub split); empty where the paper's data is not on the hub
     hub_sources: dict[str, list[tuple[str, str | None, str]]] = {}
 
@@ -177,6 +193,18 @@ class Task:
 
     def is_correct(self, completion: str, example: Example) -> bool:
         return self.reward(completion, example) == 1.0
+
+    # --- evaluation metrics -----------------------------------------------------------------
+    def metrics(self, completions: Sequence[str], examples: Sequence[Example],
+                rewards: Sequence[float]) -> dict[str, float]:
+        """Named evaluation metrics (fractions in [0, 1]) of ``metric_names``.
+
+        ``rewards`` are the strict training rewards already computed for these completions, so
+        nothing expensive (a code program) runs twice. Default: ``accuracy`` (reward 1) and
+        ``mean_reward``.
+        """
+        check_batch(completions, examples, rewards)
+        return {"accuracy": mean([r == 1.0 for r in rewards]), "mean_reward": mean(rewards)}
 
     # --- data ------------------------------------------------------------------------------
     def from_row(self, row: Example) -> Example:

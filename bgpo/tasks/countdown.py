@@ -8,16 +8,22 @@ Reward (`bgpo-math.md` §7): the last ``<answer>...</answer>`` must hold only di
 
 The expression is untrusted model output, so it is never ``eval``-ed: a small recursive-descent
 parser evaluates it with exact fractions (no float round-off: ``(1/3)*3 == 1``).
+
+Metrics: ``d1_success`` (d1's lenient evaluation parser, :func:`d1_success`; the number d1, wd1 and
+SPG report), ``mean_reward`` (what DARE reports: the reward above, 0.1 format credit included) and
+``strict_success`` (reward 1).
 """
 
 from __future__ import annotations
 
 import random
 import re
+from collections.abc import Sequence
 from fractions import Fraction
 
 from bgpo.errors import BGPOError
-from bgpo.tasks.base import D1_FORMAT_PROMPT, Example, Messages, RowError, Task, field, last_answer
+from bgpo.tasks import d1_parse
+from bgpo.tasks.base import D1_FORMAT_PROMPT, Example, Messages, RowError, Task, check_batch, field, last_answer, mean
 
 _ALLOWED = re.compile(r"[\d+\-*/()\s]+")
 _TOKEN = re.compile(r"\s*(\d+|[-+*/()])")
@@ -98,6 +104,24 @@ def score(completion: str, numbers: list[int], target: int) -> float:
     return 1.0 if sorted(used) == sorted(numbers) and value == target else 0.1
 
 
+def d1_success(completion: str, numbers: list[int], target: int) -> bool:
+    """d1's evaluation rule: :func:`bgpo.tasks.d1_parse.countdown_expression` uses exactly the
+    given numbers (every number in it counted, each once) and is within 1e-5 of the target.
+
+    d1 evaluates with Python's ``eval``; this evaluates the same ``+ - * / ( )`` arithmetic with
+    :func:`evaluate`, so the Python-only forms ``**``, ``//``, ``2.5`` and ``07`` are invalid here
+    (none occurs in LLaDA-8B-Instruct's published outputs).
+    """
+    expression = d1_parse.countdown_expression(completion)
+    if sorted(int(n) for n in re.findall(r"\d+", expression)) != sorted(numbers):
+        return False
+    try:
+        value, _ = evaluate(expression.strip())
+    except (ValueError, ZeroDivisionError, RecursionError):
+        return False
+    return abs(value - target) < Fraction(1, 10**5)
+
+
 def _steps(expression: str) -> list[str]:
     """Reasoning lines ``a op b = c`` in evaluation order (for SFT targets)."""
     lines: list[str] = []
@@ -128,6 +152,8 @@ def _steps(expression: str) -> list[str]:
 class Countdown(Task):
     name = "countdown"
     styles = ("chat", "compact")
+    metric_names = ("d1_success", "mean_reward", "strict_success")
+    primary_metric = "d1_success"
     hub_sources = {"train": [("Jiayi-Pan/Countdown-Tasks-3to4", None, "train")]}
 
     def messages(self, example: Example) -> Messages:
@@ -146,6 +172,15 @@ class Countdown(Task):
 
     def reward(self, completion: str, example: Example) -> float:
         return score(completion, example["numbers"], example["target"])
+
+    def metrics(self, completions: Sequence[str], examples: Sequence[Example],
+                rewards: Sequence[float]) -> dict[str, float]:
+        check_batch(completions, examples, rewards)
+        return {
+            "d1_success": mean([d1_success(c, e["numbers"], e["target"]) for c, e in zip(completions, examples)]),
+            "mean_reward": mean(rewards),
+            "strict_success": mean([r == 1.0 for r in rewards]),
+        }
 
     def sft_target(self, example: Example) -> str:
         """A completion that earns reward 1: the reference expression in the answer format."""

@@ -7,14 +7,22 @@ is read whole) is equivalent to the reference, else 0. Equivalence is checked in
    trailing units in ``\\text{}``, thousands separators, a leading ``x =`` ...), cheap and exact;
 2. otherwise symbolic equivalence with Hugging Face's ``math-verify`` (LaTeX -> sympy through
    ``latex2sympy2_extended``; offline), which also compares intervals, sets and tuples.
+
+Metrics: ``boxed_equiv`` (reward 1, the rule above) and ``d1_accuracy``, the number d1, wd1 and
+SPG report: d1's parser reads a GSM8K answer as a number (its first usable ``\\boxed{}``, else the
+answer tags) compared exactly with the reference, and a MATH answer as a string compared after
+Hendrycks's normalisation (:mod:`bgpo.tasks.d1_parse`). Examples from GSM8K carry
+``dataset: "gsm8k"`` so the two readings can be told apart.
 """
 
 from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Sequence
 
-from bgpo.tasks.base import Example, Messages, RowError, Task, field
+from bgpo.tasks import d1_parse
+from bgpo.tasks.base import Example, Messages, RowError, Task, check_batch, field, mean
 
 # d1's math prompt (its GSM8K / MATH500 evaluation system prompt), a <reasoning>/<answer> template.
 D1_MATH_PROMPT = (
@@ -93,8 +101,29 @@ def _number_text(value: object) -> str:
     return str(value).strip()
 
 
+def d1_correct(completion: str, example: Example) -> bool:
+    """d1's verdict: GSM8K numbers must be equal as floats, MATH strings Hendrycks-equivalent."""
+    if example.get("dataset") == "gsm8k":
+        try:
+            reference = float(example["answer"].replace(",", ""))
+        except ValueError:
+            return False
+        return d1_parse.gsm8k_number(completion) == reference
+    answer = d1_parse.math_answer(completion)
+    return answer is not None and d1_parse.math_equivalent(answer, example["answer"])
+
+
+def _is_gsm8k(row: Example) -> bool:
+    """GSM8K rows: a ``#### answer`` worked solution, d1's numeric reference, or verl's data source."""
+    truth = row.get("ground_truth")
+    return ("####" in str(row.get("answer") or "") or "gsm8k" in str(row.get("data_source") or "")
+            or (isinstance(truth, (int, float)) and not isinstance(truth, bool)))
+
+
 class Math(Task):
     name = "math"
+    metric_names = ("boxed_equiv", "d1_accuracy")
+    primary_metric = "boxed_equiv"
     hub_sources = {
         "train": [("DigitalLearningGmbH/MATH-lighteval", None, "train"), ("openai/gsm8k", "main", "train")],
         "test": [("HuggingFaceH4/MATH-500", None, "test")],
@@ -107,6 +136,12 @@ class Math(Task):
     def reward(self, completion: str, example: Example) -> float:
         answer = last_boxed(completion)
         return float(answer is not None and is_equivalent(answer, example["answer"]))
+
+    def metrics(self, completions: Sequence[str], examples: Sequence[Example],
+                rewards: Sequence[float]) -> dict[str, float]:
+        check_batch(completions, examples, rewards)
+        return {"boxed_equiv": mean([r == 1.0 for r in rewards]),
+                "d1_accuracy": mean([d1_correct(c, e) for c, e in zip(completions, examples)])}
 
     def from_row(self, row: Example) -> Example:
         problem = str(field(row, "problem", "question", "prompt")) if not row.get("messages") else ""
@@ -123,6 +158,8 @@ class Math(Task):
         if not answer:
             raise RowError("answer", "empty reference answer")
         example = {"problem": problem, "answer": answer}
+        if _is_gsm8k(row):
+            example["dataset"] = "gsm8k"
         if row.get("messages"):
             example["messages"] = row["messages"]
         return example

@@ -6,6 +6,10 @@ Reward (`bgpo-math.md` §7): take the digits of the last ``<answer>...</answer>`
     r = |{i : puzzle_i = 0 and answer_i = solution_i}| / |{i : puzzle_i = 0}|,
 
 0 without an answer. ``is_correct`` means every blank is right (r = 1).
+
+Metrics: ``cell_accuracy`` (the mean of r: the fraction of blanks right, DARE's number),
+``d1_cell_accuracy`` (d1's reading of the answer, :func:`bgpo.tasks.d1_parse.sudoku_grid`, and its
+pooled Σ correct blanks / Σ blanks: the number d1, wd1 and SPG report) and ``solved`` (r = 1).
 """
 
 from __future__ import annotations
@@ -13,10 +17,12 @@ from __future__ import annotations
 import itertools
 import random
 import re
+from collections.abc import Sequence
 from functools import lru_cache
 
 from bgpo.errors import BGPOError
-from bgpo.tasks.base import Example, Messages, RowError, Task, field, last_answer
+from bgpo.tasks import d1_parse
+from bgpo.tasks.base import Example, Messages, RowError, Task, check_batch, field, last_answer, mean
 
 # d1's sudoku prompt (the system prompt of its training and evaluation code).
 D1_SUDOKU_PROMPT = """
@@ -56,6 +62,13 @@ def score(completion: str, puzzle: str, solution: str) -> float:
     if not blanks:
         return 0.0
     return sum(digits[i] == solution[i] for i in blanks) / len(blanks)
+
+
+def d1_cells(completion: str, puzzle: str, solution: str) -> tuple[int, int]:
+    """(blanks d1's reading fills with ``solution``'s digit, blanks of ``puzzle``)."""
+    grid = d1_parse.sudoku_grid(completion)
+    blanks = [i for i, ch in enumerate(puzzle) if ch == "0"]
+    return (sum(grid[i] == solution[i] for i in blanks) if grid else 0), len(blanks)
 
 
 def count_solutions(puzzle: str, limit: int = 2) -> int:
@@ -132,6 +145,8 @@ def _check_grid(text: object, name: str, allow_blanks: bool) -> str:
 class Sudoku(Task):
     name = "sudoku"
     styles = ("chat", "compact")
+    metric_names = ("cell_accuracy", "d1_cell_accuracy", "solved")
+    primary_metric = "cell_accuracy"
     hub_sources: dict = {}  # d1's puzzles are CSV files in its GitHub repository: pass source=<csv>
 
     def messages(self, example: Example) -> Messages:
@@ -142,6 +157,17 @@ class Sudoku(Task):
 
     def reward(self, completion: str, example: Example) -> float:
         return score(completion, example["puzzle"], example["solution"])
+
+    def metrics(self, completions: Sequence[str], examples: Sequence[Example],
+                rewards: Sequence[float]) -> dict[str, float]:
+        check_batch(completions, examples, rewards)
+        cells = [d1_cells(c, e["puzzle"], e["solution"]) for c, e in zip(completions, examples)]
+        blanks = sum(total for _, total in cells)
+        return {
+            "cell_accuracy": mean(rewards),
+            "d1_cell_accuracy": sum(right for right, _ in cells) / blanks if blanks else 0.0,
+            "solved": mean([r == 1.0 for r in rewards]),
+        }
 
     def sft_target(self, example: Example) -> str:
         """A completion that earns reward 1 (compact: ``<answer>16 digits</answer>`` only)."""
