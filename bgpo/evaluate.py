@@ -1,14 +1,15 @@
-"""Accuracy of a policy on a task's test split with the paper's evaluation sampler.
+"""Named metrics of a policy on a task's held-out examples with the paper's evaluation sampler.
 
-Evaluation settings (bgpo-math.md §5–§6): greedy (temperature 0), low-confidence remasking, blocks
-of 32, one token per step (``steps = gen_length``). Each example gets one completion; we report
+Evaluation settings (the papers' and DARE's): greedy (temperature 0), low-confidence remasking,
+blocks of 32, one token per step (``steps = gen_length``). Each example gets one completion, scored
+by the strict training reward; the task turns completions and rewards into the metrics its
+published tables use, by name (``Task.metrics``: e.g. sudoku ``cell_accuracy``, ``d1_cell_accuracy``,
+``solved``; countdown ``d1_success``, ``mean_reward``, ``strict_success``; math ``boxed_equiv``,
+``d1_accuracy``; code ``pass@1``).
 
-    accuracy    = mean 1[task.is_correct(completion)]     (exact-correct rate, the paper's metric)
-    reward_mean = mean task.reward(completion)            (the RL reward, e.g. fractional for sudoku)
-
-``bgpo eval --checkpoint DIR --task T`` writes ``generations.jsonl`` (prompt, completion, reward,
-correct per example) and ``scores.json`` next to it. Under several processes the examples are split
-by rank and gathered, so training can evaluate an FSDP-sharded model in place.
+``bgpo eval --checkpoint DIR --task T`` writes ``generations.jsonl`` (completion, reward, example
+per row) and ``scores.json`` next to it. Under several processes the examples are split by rank
+and gathered, so training can evaluate an FSDP-sharded model in place.
 """
 
 from __future__ import annotations
@@ -19,21 +20,28 @@ from pathlib import Path
 
 import torch
 
+from bgpo.checkpoint import load_policy
 from bgpo.config import Config, load_config
+from bgpo.data import default_source, encode_prompts, get_task, load_examples
+from bgpo.diffusion import generate
 from bgpo.errors import BGPOError
+from bgpo.rollout import safe_rewards
 
 
 def evaluate_examples(model, tokenizer, task, examples: list[dict], cfg: Config, *, accelerator=None,
                       gen_length: int | None = None, steps: int | None = None) -> dict:
-    """Greedy completions and scores for ``examples``: ``{"summary": {...}, "records": [...]}``."""
-    from bgpo.diffusion import generate
-    from bgpo.train import encode_prompts, safe_rewards
+    """Greedy completions and named metrics for ``examples``: ``{"summary": {...}, "records": [...]}``.
 
+    Under ``world`` processes each rank takes every ``world``-th example; the shards are padded to
+    the same length (the last example repeated, its copy dropped after the gather), so every rank
+    makes the same number of sampler calls — FSDP's collectives inside the forward would hang otherwise.
+    """
     gen_length = gen_length or cfg.rollout.gen_length
     steps = steps or cfg.trainer.eval_steps or gen_length
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
     device = accelerator.device if accelerator else next(model.parameters()).device
-    mine = list(range(rank, len(examples), world))
+    per_rank = -(-len(examples) // world)
+    mine = [min(i, len(examples) - 1) for i in range(rank, per_rank * world, world)]  # padded shard
     records = []
     bs = cfg.trainer.eval_batch_size
     for start in range(0, len(mine), bs):
@@ -46,26 +54,17 @@ def evaluate_examples(model, tokenizer, task, examples: list[dict], cfg: Config,
         completions = tokenizer.batch_decode(x[:, p_ids.shape[1]:].cpu(), skip_special_tokens=True)
         rewards = safe_rewards(task, completions, batch, None)
         for i, completion, reward, example in zip(ids, completions, rewards, batch):
-            records.append({"index": i, "completion": completion, "reward": reward,
-                            "correct": reward == 1.0, "example": example})
+            records.append({"index": i, "completion": completion, "reward": reward, "example": example})
     if world > 1:
         from accelerate.utils import gather_object
 
         records = gather_object(records)
-    records.sort(key=lambda r: r["index"])
-    n = max(len(records), 1)
-    summary = {"n": len(records), "accuracy": sum(r["correct"] for r in records) / n,
-               "reward_mean": sum(r["reward"] for r in records) / n, "gen_length": gen_length, "steps": steps,
+    records = list({r["index"]: r for r in sorted(records, key=lambda r: r["index"])}.values())  # drop pad copies
+    metrics = task.metrics([r["completion"] for r in records], [r["example"] for r in records],
+                           [r["reward"] for r in records]) if records else {}
+    summary = {"n": len(records), **metrics, "gen_length": gen_length, "steps": steps,
                "block_length": cfg.rollout.block_length}
     return {"summary": summary, "records": records}
-
-
-def _run_config(checkpoint: Path) -> Config | None:
-    """The training config saved with a checkpoint (``step-N/config.yaml`` or the run's ``config.yaml``)."""
-    for candidate in (checkpoint / "config.yaml", checkpoint.parent / "config.yaml"):
-        if candidate.is_file():
-            return load_config(candidate)
-    return None
 
 
 def evaluate_checkpoint(checkpoint: str | Path, task: str | None = None, *, split: str = "test",
@@ -77,32 +76,19 @@ def evaluate_checkpoint(checkpoint: str | Path, task: str | None = None, *, spli
     Settings not given are taken from the run's config when the checkpoint has one (task, data source,
     prompt style, lengths), else the defaults of :class:`bgpo.config.Config`.
     """
-    from bgpo.train import build_tokenizer, get_task, load_examples, load_model
-
     checkpoint = Path(checkpoint)
-    if not checkpoint.is_dir():
-        raise BGPOError(f"checkpoint {checkpoint} is not a directory")
-    cfg = _run_config(checkpoint) or Config()
-    cfg = load_config({**cfg.to_dict()}, overrides)
+    model, tokenizer, run_cfg = load_policy(checkpoint)
+    cfg = load_config((run_cfg or Config()).to_dict(), overrides)
     if task and task != cfg.data.task:  # another task than the run's: its own default data
         cfg.data.task = task
-        cfg.data.source = "synthetic" if task in ("countdown", "sudoku") else "hf"
+        cfg.data.source = default_source(task)
     cfg.data.source = source or cfg.data.source
     cfg.data.style = style or cfg.data.style
     cfg.trainer.eval_batch_size = batch_size or cfg.trainer.eval_batch_size
     cfg = load_config(cfg.to_dict())  # re-validate after the changes
-    model = load_model(checkpoint).eval()
-    tok_dir = checkpoint if (checkpoint / "tokenizer.json").is_file() else None
-    if tok_dir is not None:
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(tok_dir)
-        tokenizer.padding_side = "left"
-    else:
-        tokenizer = build_tokenizer(cfg.model)
-    the_task = get_task(cfg.data)
     examples = load_examples(cfg.data, split, cfg.trainer.seed)[:limit]
-    result = evaluate_examples(model, tokenizer, the_task, examples, cfg, gen_length=gen_length, steps=steps)
+    result = evaluate_examples(model.eval(), tokenizer, get_task(cfg.data), examples, cfg, gen_length=gen_length,
+                               steps=steps)
     out = Path(output_dir) if output_dir else checkpoint / f"eval-{cfg.data.task}-{split}"
     out.mkdir(parents=True, exist_ok=True)
     with (out / "generations.jsonl").open("w") as f:

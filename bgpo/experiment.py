@@ -132,11 +132,12 @@ def measure_memory(s: GridSettings, objectives: tuple[str, ...] = ("bgpo", "elbo
     same numbers a GPU would need for activations (they do not depend on the weights' values).
     """
     from bgpo.memory import measure_update, synthetic_rollouts
-    from bgpo.train import build_model, build_tokenizer, encode_prompts, get_task, load_examples
+    from bgpo.checkpoint import build_model
+    from bgpo.data import encode_prompts, get_task, load_examples, load_tokenizer
 
     cfg = s.config(Arm("bgpo", 1), 0)
     model = build_model(cfg.model).train()
-    task, tok = get_task(cfg.data), build_tokenizer(cfg.model)
+    task, tok = get_task(cfg.data), load_tokenizer(cfg.model)
     example = load_examples(dataclasses.replace(cfg.data, num_test=1), cfg.data.test_split, 0)
     prompt_len = encode_prompts(tok, task, example, cfg.rollout.max_prompt_length)[0].shape[1]
     batch = s.prompts_per_step * s.group_size
@@ -188,7 +189,8 @@ def summarize_run(run_dir: Path, arm: Arm, seed: int, tail: int = 5) -> dict:
 
 def run_one(s: GridSettings, arm: Arm, seed: int, runs_dir: Path) -> dict:
     """Train one (arm, seed) unless its ``summary.json`` exists; keep the logs, drop the weights."""
-    from bgpo.train import latest_checkpoint, train
+    from bgpo.checkpoint import latest_checkpoint
+    from bgpo.train import train
 
     run_dir = runs_dir / f"{arm.name}-s{seed}"
     done = run_dir / "summary.json"
@@ -208,12 +210,13 @@ def run_one(s: GridSettings, arm: Arm, seed: int, runs_dir: Path) -> dict:
 def initial_accuracy(s: GridSettings, seed: int) -> dict:
     """The warm start's greedy accuracy on the test split a run with ``seed`` evaluates on (step 0)."""
     from bgpo.evaluate import evaluate_examples
-    from bgpo.train import build_model, build_tokenizer, get_task, load_examples
+    from bgpo.checkpoint import build_model
+    from bgpo.data import get_task, load_examples, load_tokenizer
 
     cfg = s.config(Arm("bgpo", 1), seed)
     model = build_model(cfg.model).eval()
     test = load_examples(cfg.data, cfg.data.test_split, seed)
-    result = evaluate_examples(model, build_tokenizer(cfg.model), get_task(cfg.data), test, cfg)["summary"]
+    result = evaluate_examples(model, load_tokenizer(cfg.model), get_task(cfg.data), test, cfg)["summary"]
     return {"seed": seed, "step": 0, "accuracy": result["accuracy"], "reward_mean": result["reward_mean"]}
 
 

@@ -10,35 +10,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from bgpo.checkpoint import load_policy
 from bgpo.errors import BGPOError
-
-
-def load_tokenizer(checkpoint: Path):
-    """The checkpoint's saved tokenizer, else the one its run config names (character tokenizer for presets)."""
-    from bgpo.evaluate import _run_config
-    from bgpo.train import build_tokenizer
-
-    if (checkpoint / "tokenizer.json").is_file() or (checkpoint / "tokenizer_config.json").is_file():
-        from transformers import AutoTokenizer
-
-        tok = AutoTokenizer.from_pretrained(checkpoint)
-        tok.padding_side = "left"
-        return tok
-    cfg = _run_config(checkpoint)
-    if cfg is None:
-        raise BGPOError(f"{checkpoint} has no tokenizer files and no config.yaml to rebuild one from")
-    return build_tokenizer(cfg.model)
 
 
 def export(checkpoint: str | Path, out: str | Path) -> Path:
     """Write ``checkpoint``'s weights and tokenizer to ``out`` as a Hugging Face model dir; return ``out``."""
-    from bgpo.train import load_model
-
     checkpoint, out = Path(checkpoint), Path(out)
     if out.exists() and any(out.iterdir()):
         raise BGPOError(f"{out} exists and is not empty; choose a new output directory")
-    model = load_model(checkpoint)
-    tokenizer = load_tokenizer(checkpoint)
+    model, tokenizer, _ = load_policy(checkpoint)
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     return out

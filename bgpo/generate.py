@@ -21,19 +21,18 @@ def generate_text(checkpoint: str | Path, prompts: list[str] | None = None, *, t
                   steps: int | None = None, block_length: int | None = None, temperature: float = 0.0,
                   remasking: str = "low_confidence", seed: int = 0) -> list[dict]:
     """Completions for ``prompts`` (or a task's first ``limit`` examples): ``[{prompt, completion}]``."""
+    from bgpo.checkpoint import load_policy
     from bgpo.config import DataConfig
+    from bgpo.data import default_source, encode_prompts, get_task, load_examples
     from bgpo.diffusion import generate
-    from bgpo.export import load_tokenizer
-    from bgpo.train import encode_prompts, get_task, load_examples, load_model
 
-    checkpoint = Path(checkpoint)
-    model = load_model(checkpoint).eval()
-    tokenizer = load_tokenizer(checkpoint)
+    model, tokenizer, _ = load_policy(checkpoint)
+    model.eval()
     if prompts:
         examples = [{"prompt": p} for p in prompts]
         messages = [[{"role": "user", "content": p}] for p in prompts]
     elif task:
-        data = DataConfig(task=task, style=style, source="synthetic" if task in ("countdown", "sudoku") else "hf")
+        data = DataConfig(task=task, style=style, source=default_source(task))
         the_task = get_task(data)
         examples = load_examples(data, split, seed)[:limit]
         messages = [the_task.prompt(e) for e in examples]

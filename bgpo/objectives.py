@@ -157,14 +157,19 @@ class RolloutBatch:
                             None if self.old is None else self.old[rows])
 
 
-def build_batch(objective: str, input_ids: Tensor, attention_mask: Tensor, response_mask: Tensor,
-                advantages: Tensor, n_t: int, generator: torch.Generator | None = None) -> RolloutBatch:
-    """Draw the objective's masks once for a rollout batch (``n_t`` coupled masks; d1: one one-step mask)."""
+def draw_objective_masks(objective: str, input_ids: Tensor, attention_mask: Tensor, response_mask: Tensor,
+                         n_t: int, generator: torch.Generator | None = None) -> Tensor:
+    """The objective's masks for a batch, drawn once: ``n_t`` coupled masks ``(B, n_t, T)``; d1: ``(B, 1, T)``."""
     _objective(objective)
     if objective == "d1":
-        masks = d1_masks(input_ids, response_mask, attention_mask, generator=generator)[:, None, :]
-    else:
-        masks = draw_masks(response_mask, n_t, generator)
+        return d1_masks(input_ids, response_mask, attention_mask, generator=generator)[:, None, :]
+    return draw_masks(response_mask.bool(), n_t, generator)
+
+
+def build_batch(objective: str, input_ids: Tensor, attention_mask: Tensor, response_mask: Tensor,
+                advantages: Tensor, n_t: int, generator: torch.Generator | None = None) -> RolloutBatch:
+    """A rollout batch with the objective's masks drawn once from ``generator``."""
+    masks = draw_objective_masks(objective, input_ids, attention_mask, response_mask, n_t, generator)
     return RolloutBatch(input_ids, attention_mask, response_mask.bool(), advantages, masks)
 
 

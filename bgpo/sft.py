@@ -10,13 +10,14 @@ LLaDA's supervised loss (:func:`bgpo.diffusion.sft_loss`: response-only masking 
 on generated examples in the RL config's prompt style (``tiny-sudoku``: the 16-digit puzzle in,
 ``<answer>16 digits</answer>`` + EOS padding out). Prompts, response length, the held-out split and
 the evaluation are the trainer's own (:mod:`bgpo.train`, :mod:`bgpo.evaluate`), so the warm start
-is measured exactly as RL will measure it. Training stops at the first evaluation whose held-out
-accuracy (fully correct, greedy, one token per step) reaches ``stop_accuracy``: a policy that
-solves some puzzles and leaves room for RL, reproducible from the seed.
+is measured exactly as RL will measure it: greedy, one token per step, on the first ``num_test``
+problems of the fixed held-out pool (:func:`bgpo.data.heldout_pool`), which no training split
+contains. Training runs ``steps`` steps (or stops at the first evaluation whose primary metric
+reaches ``stop_at``): a policy that solves some puzzles and leaves room for RL, reproducible from the seed.
 
 ``bgpo sft --task sudoku --seed 0 --out runs/sft-sudoku`` writes a ``from_pretrained``-loadable
-model + tokenizer directory, ``metrics.jsonl`` (loss per step, accuracy per evaluation) and
-``sft.json`` (the settings and the final accuracy); RL starts from it with
+model + tokenizer directory, ``metrics.jsonl`` (loss per step, the task's named metrics per
+evaluation) and ``sft.json`` (the settings and the final metrics); RL starts from it with
 ``--set model.init_from=runs/sft-sudoku``.
 """
 
@@ -42,9 +43,6 @@ from bgpo.model import LLaDAModelLM, preset_config
 # lookup, so it leaves chance level within a few hundred steps on a 2-core CPU.
 BOOK_MODEL = {"d_model": 128, "n_layers": 4, "n_heads": 4, "n_kv_heads": 4, "mlp_hidden_size": 384}
 
-# Puzzles of the trainer's test splits for RL seeds 0..EXCLUDED_RL_SEEDS-1 never enter SFT training.
-EXCLUDED_RL_SEEDS = 10
-
 
 @dataclass
 class SFTConfig:
@@ -53,23 +51,23 @@ class SFTConfig:
     rl_config: str = "tiny-sudoku"  # trainer preset/YAML: task, prompt style, gen_length, test split
     rl_overrides: list = field(default_factory=list)  # `section.field=value` strings applied to it
     seed: int = 0
-    steps: int = 2000  # upper bound; training usually stops earlier at `stop_accuracy`
+    steps: int = 2000
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 0.01
     model_preset: str = "small"
     model_overrides: dict = field(default_factory=lambda: dict(BOOK_MODEL))
     num_train: int = 20000  # generated training examples (generator seed = `seed`)
-    num_test: int = 256  # held-out examples: the trainer's test split for RL seed 0
+    num_test: int = 256  # held-out examples: the first num_test of the fixed pool (bgpo.data)
     eval_every: int = 50
-    stop_accuracy: float | None = 0.2  # stop at the first evaluation >= this (None: run all steps)
+    stop_at: float | None = None  # stop at the first evaluation whose primary metric is >= this (None: all steps)
     progress: bool = True
 
     def check(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.eval_every < 1 or self.num_test < 1 or self.num_train < 1:
             raise BGPOError("sft: steps, batch_size, eval_every, num_train and num_test must be >= 1")
-        if self.stop_accuracy is not None and not 0.0 < self.stop_accuracy <= 1.0:
-            raise BGPOError(f"sft: stop_accuracy must be in (0, 1] or None, got {self.stop_accuracy}")
+        if self.stop_at is not None and not 0.0 < self.stop_at <= 1.0:
+            raise BGPOError(f"sft: stop_at must be in (0, 1] or None, got {self.stop_at}")
         if not 0.0 < self.lr < 1.0:
             raise BGPOError(f"sft: lr must be in (0, 1), got {self.lr}")
 
@@ -83,23 +81,16 @@ class SFTConfig:
 
 
 def make_data(cfg: SFTConfig, rl: Config) -> tuple[list[dict], list[dict]]:
-    """Training examples and the held-out split (the trainer's test split for RL seed 0).
+    """Training examples (generator seed ``cfg.seed``) and the first ``num_test`` of the held-out pool.
 
-    Every puzzle of the trainer's test splits for RL seeds ``0..EXCLUDED_RL_SEEDS-1`` is dropped
-    from training, so RL's held-out accuracy is measured on examples the warm start never saw.
+    :func:`bgpo.data.load_examples` removes every prompt of the fixed held-out pool from training
+    splits, so neither SFT nor RL ever trains on a puzzle any evaluation uses.
     """
-    from bgpo.train import load_examples
+    from bgpo.data import load_examples
 
-    test_data = dataclasses.replace(rl.data, num_test=cfg.num_test)
-    train_data = dataclasses.replace(rl.data, num_train=cfg.num_train)
-    test = load_examples(test_data, rl.data.test_split, 0)
-    held_out = {_key(e) for s in range(EXCLUDED_RL_SEEDS) for e in load_examples(test_data, rl.data.test_split, s)}
-    train = [e for e in load_examples(train_data, rl.data.train_split, cfg.seed) if _key(e) not in held_out]
+    test = load_examples(dataclasses.replace(rl.data, num_test=cfg.num_test), rl.data.test_split)
+    train = load_examples(dataclasses.replace(rl.data, num_train=cfg.num_train), rl.data.train_split, cfg.seed)
     return train, test
-
-
-def _key(example: dict) -> str:
-    return json.dumps(example, sort_keys=True)
 
 
 def encode_sft(tok, task, examples: list[dict], rl: Config) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -108,7 +99,7 @@ def encode_sft(tok, task, examples: list[dict], rl: Config) -> tuple[torch.Tenso
     LLaDA trains on the trailing EOS too: it is how the model learns to stop inside a fixed-length
     response. Returns ``input_ids``, ``attention_mask`` and ``response_mask`` (bool), each (B, P + L).
     """
-    from bgpo.train import encode_prompts
+    from bgpo.data import encode_prompts
 
     L = rl.rollout.gen_length
     prompt_ids, prompt_mask = encode_prompts(tok, task, examples, rl.rollout.max_prompt_length)  # (B, P)
@@ -127,20 +118,20 @@ def encode_sft(tok, task, examples: list[dict], rl: Config) -> tuple[torch.Tenso
 def train_sft(cfg: SFTConfig, out: str | Path) -> dict:
     """Run the warm start and save it to ``out``; returns the summary also written to ``sft.json``."""
     from bgpo.evaluate import evaluate_examples
-    from bgpo.train import build_tokenizer, get_task
+    from bgpo.data import get_task, load_tokenizer
 
     cfg.check()
     rl = cfg.rl()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    task, tok = get_task(rl.data), build_tokenizer(rl.model)
+    task, tok = get_task(rl.data), load_tokenizer(rl.model)
     train, test = make_data(cfg, rl)
     torch.manual_seed(cfg.seed)
     model = LLaDAModelLM(preset_config(cfg.model_preset, **cfg.model_overrides))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng = random.Random(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    start, result = time.time(), {"accuracy": 0.0, "reward_mean": 0.0}
+    start, metrics = time.time(), {}
     bar = tqdm(range(1, cfg.steps + 1), desc="bgpo sft", disable=not cfg.progress)
     with (out / "metrics.jsonl").open("w") as log:
         for step in bar:
@@ -154,17 +145,18 @@ def train_sft(cfg: SFTConfig, out: str | Path) -> dict:
             record = {"step": step, "loss": loss.item(), "time_s": round(time.time() - start, 2)}
             if step % cfg.eval_every == 0 or step == cfg.steps:
                 model.eval()
-                result = evaluate_examples(model, tok, task, test, rl)["summary"]
-                record.update(accuracy=result["accuracy"], reward_mean=result["reward_mean"])
-                bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{result['accuracy']:.3f}")
+                summary = evaluate_examples(model, tok, task, test, rl)["summary"]
+                metrics = {k: summary[k] for k in task.metric_names}
+                record.update(metrics)
+                bar.set_postfix(loss=f"{loss.item():.3f}", **{task.primary_metric: f"{metrics[task.primary_metric]:.3f}"})
             log.write(json.dumps(record) + "\n")
             log.flush()
-            if "accuracy" in record and cfg.stop_accuracy is not None and record["accuracy"] >= cfg.stop_accuracy:
+            if metrics and cfg.stop_at is not None and record.get(task.primary_metric, -1.0) >= cfg.stop_at:
                 break
     model.save_pretrained(out)
     tok.save_pretrained(out)
     summary = {"settings": dataclasses.asdict(cfg), "steps": step, "wall_time_s": round(time.time() - start, 1),
-               "test_accuracy": result["accuracy"], "test_reward": result["reward_mean"], "num_test": len(test),
+               "num_test": len(test), "eval_steps_per_token": 1, "test": metrics,
                "parameters": sum(p.numel() for p in model.parameters())}
     (out / "sft.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
@@ -182,17 +174,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=d.batch_size, help="examples per step")
     parser.add_argument("--lr", type=float, default=d.lr, help="AdamW learning rate")
     parser.add_argument("--eval-every", type=int, default=d.eval_every, help="evaluate every k steps")
-    parser.add_argument("--num-test", type=int, default=d.num_test, help="held-out examples for accuracy")
-    parser.add_argument("--stop-accuracy", type=float, default=d.stop_accuracy,
-                        help="stop at the first evaluation with at least this accuracy (0 = never stop early)")
+    parser.add_argument("--num-test", type=int, default=d.num_test,
+                        help="held-out pool problems per evaluation (the first N of the fixed pool)")
+    parser.add_argument("--stop-at", type=float, default=d.stop_at,
+                        help="stop at the first evaluation whose primary metric (sudoku: cell_accuracy) is >= this")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def main(args: argparse.Namespace) -> int:
     cfg = SFTConfig(rl_config=args.config or f"tiny-{args.task}", rl_overrides=args.set, seed=args.seed,
                     steps=args.steps, batch_size=args.batch_size, lr=args.lr, eval_every=args.eval_every,
-                    num_test=args.num_test, stop_accuracy=args.stop_accuracy or None,
+                    num_test=args.num_test, stop_at=args.stop_at,
                     progress=not args.no_progress)
     summary = train_sft(cfg, args.out)
-    print(json.dumps({k: summary[k] for k in ("steps", "wall_time_s", "test_accuracy", "test_reward")}))
+    print(json.dumps({k: summary[k] for k in ("steps", "wall_time_s", "test")}))
     return 0

@@ -7,7 +7,8 @@ import torch
 
 from bgpo.config import load_config
 from bgpo.errors import BGPOError
-from bgpo.train import latest_checkpoint, train
+from bgpo.checkpoint import latest_checkpoint
+from bgpo.train import train
 
 
 @pytest.fixture(scope="module")
@@ -24,11 +25,11 @@ def test_eval_writes_generations_and_scores(run, tmp_path):
     summary = evaluate_checkpoint(latest_checkpoint(run), limit=3, output_dir=tmp_path)
     rows = [json.loads(line) for line in (tmp_path / "generations.jsonl").read_text().splitlines()]
     assert summary["n"] == len(rows) == 3 and summary["steps"] == summary["gen_length"] == 8  # one token per step
-    assert summary["accuracy"] == sum(r["correct"] for r in rows) / 3
-    assert summary["reward_mean"] == pytest.approx(sum(r["reward"] for r in rows) / 3)
+    assert summary["strict_success"] == sum(r["reward"] == 1.0 for r in rows) / 3
+    assert summary["mean_reward"] == pytest.approx(sum(r["reward"] for r in rows) / 3)
     assert json.loads((tmp_path / "scores.json").read_text())["task"] == "countdown"
     again = evaluate_checkpoint(run / "final", limit=3, output_dir=tmp_path / "again")  # greedy: same output
-    assert again["reward_mean"] == summary["reward_mean"]
+    assert again["mean_reward"] == summary["mean_reward"] and again["d1_success"] == summary["d1_success"]
 
 
 def test_export_is_a_plain_hf_directory(run, tmp_path):

@@ -17,7 +17,7 @@ TINY = {"d_model": 64, "n_layers": 2, "n_heads": 4, "n_kv_heads": 4, "mlp_hidden
 
 def tiny_cfg(**kw) -> SFTConfig:
     base = dict(model_preset="tiny", model_overrides=dict(TINY), steps=40, batch_size=16, lr=3e-3,
-                num_train=200, num_test=8, eval_every=1000, stop_accuracy=None, progress=False)
+                num_train=200, num_test=8, eval_every=1000, stop_at=None, progress=False)
     return SFTConfig(**{**base, **kw})
 
 
@@ -40,17 +40,23 @@ def test_target_longer_than_gen_length_is_an_error():
         encode_sft(build_tokenizer(), get_task("sudoku", style="compact"), generate(1, seed=0), rl)
 
 
-def test_held_out_examples_never_appear_in_training():
+def test_held_out_pool_never_appears_in_training_and_is_the_same_for_every_seed():
+    from bgpo.data import heldout_pool
+
     cfg = tiny_cfg(num_train=3000, num_test=64)
+    pool = {e["puzzle"] for e in heldout_pool(cfg.rl().data)}
     train, test = make_data(cfg, cfg.rl())
-    puzzles = {e["puzzle"] for e in train}
-    assert len(test) == 64 and not any(e["puzzle"] in puzzles for e in test)
-    assert 2900 < len(train) < 3000  # a few generated puzzles collide with the RL test splits and are dropped
+    assert len(pool) == 1024 and len(test) == 64 and {e["puzzle"] for e in test} <= pool
+    for seed in (0, 1):
+        train, again = make_data(tiny_cfg(num_train=3000, num_test=64, seed=seed), cfg.rl())
+        assert again == test  # the test split does not depend on the seed
+        assert not pool & {e["puzzle"] for e in train}  # the whole pool is excluded, by construction
+        assert 2950 < len(train) < 3000  # a few generated puzzles collide with the pool and are dropped
 
 
 def test_bad_config_raises():
-    with pytest.raises(BGPOError, match="stop_accuracy"):
-        tiny_cfg(stop_accuracy=1.5).check()
+    with pytest.raises(BGPOError, match="stop_at"):
+        tiny_cfg(stop_at=1.5).check()
     with pytest.raises(BGPOError, match="synthetic"):
         tiny_cfg(rl_overrides=["data.source=some.jsonl"]).rl()
 
@@ -60,7 +66,8 @@ def test_sft_loss_decreases_and_checkpoint_reloads(tmp_path):
     losses = [json.loads(line)["loss"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert len(losses) == 40 and summary["steps"] == 40
     assert sum(losses[-10:]) / 10 < 0.6 * sum(losses[:10]) / 10  # from ~ln(vocab) towards the digit prior
-    assert 0.0 <= summary["test_accuracy"] <= 1.0
+    assert set(summary["test"]) == {"cell_accuracy", "d1_cell_accuracy", "solved"}
+    assert 0.0 <= summary["test"]["cell_accuracy"] <= 1.0
     model = LLaDAModelLM.from_pretrained(tmp_path)
     tok = type(build_tokenizer()).from_pretrained(tmp_path)
     ids = torch.tensor([tok("<answer>1234</answer>")["input_ids"]])
@@ -73,7 +80,7 @@ def test_same_seed_same_warm_start(tmp_path):
     runs = [train_sft(tiny_cfg(steps=5, num_test=4, eval_every=5), tmp_path / str(i)) for i in range(2)]
     logs = [(tmp_path / str(i) / "metrics.jsonl").read_text().splitlines() for i in range(2)]
     assert [json.loads(r)["loss"] for r in logs[0]] == [json.loads(r)["loss"] for r in logs[1]]
-    assert runs[0]["test_reward"] == runs[1]["test_reward"]
+    assert runs[0]["test"] == runs[1]["test"]
     other = train_sft(tiny_cfg(steps=5, num_test=4, eval_every=5, seed=1), tmp_path / "seed1")
     assert other["steps"] == 5 and json.loads((tmp_path / "seed1" / "metrics.jsonl").read_text().splitlines()[0])[
         "loss"] != json.loads(logs[0][0])["loss"]

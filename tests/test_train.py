@@ -17,7 +17,8 @@ from safetensors.torch import load_file
 
 from bgpo.config import load_config
 from bgpo.errors import BGPOError
-from bgpo.train import latest_checkpoint, train
+from bgpo.checkpoint import latest_checkpoint
+from bgpo.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,12 +49,12 @@ def test_one_run_logs_metrics_evaluates_checkpoints_and_exports(tmp_path):
     run = train(load_config(tiny(tmp_path)))
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]
-    for key in ("reward_mean", "reward_std", "accuracy", "loss", "clip_frac", "grad_norm", "response_tokens",
-                "rollout_s", "old_s", "update_s", "memory_mb"):
+    for key in ("reward_mean", "reward_std", "d1_success", "strict_success", "zero_adv_groups", "loss", "clip_frac",
+                "grad_norm", "n_forward", "response_tokens", "rollout_s", "old_s", "update_s", "memory_mb"):
         assert key in rows[0]
     assert rows[0]["sequences"] == 4 and rows[0]["response_tokens"] == 4 * 8
     evals = [json.loads(line) for line in (run / "eval.jsonl").read_text().splitlines()]
-    assert evals[0]["step"] == 2 and evals[0]["n"] == 2 and 0 <= evals[0]["accuracy"] <= 1
+    assert evals[0]["step"] == 2 and evals[0]["n"] == 2 and 0 <= evals[0]["d1_success"] <= 1
     assert latest_checkpoint(run).name == "step-0000002"
     assert len(list((run / "checkpoints").glob("step-*"))) == 2  # keep_checkpoints
     from bgpo.model import LLaDAModelLM

@@ -1,0 +1,189 @@
+"""Weights in and out: build the policy, atomic training checkpoints, resume, the final HF directory.
+
+A run directory holds ``config.yaml``, ``checkpoints/step-NNNNNNN/`` (accelerate state + our
+``state.json`` and ``config.yaml``) and ``final/`` (a plain Hugging Face model directory). A
+checkpoint is written to ``checkpoints/.tmp-step-N``, fsync-ed and renamed, so a crash at any point
+leaves either no ``step-N`` or a complete one, and :func:`latest_checkpoint` only sees complete ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bgpo.config import Config, load_config
+from bgpo.errors import BGPOError
+
+PREFIX = "step-"
+
+
+# ---------------------------------------------------------------------------------------------
+# building and loading the policy
+# ---------------------------------------------------------------------------------------------
+def build_model(model_cfg, load_weights: bool = True):
+    """The policy: ``model.path`` (HF dir / hub id) or a preset, then ``model.init_from`` weights if set."""
+    from bgpo.model import LLaDAConfig, LLaDAModelLM, preset_config
+
+    if model_cfg.path and load_weights:
+        model = LLaDAModelLM.from_pretrained(model_cfg.path, **model_cfg.overrides)
+    elif model_cfg.path:
+        model = LLaDAModelLM(LLaDAConfig.from_pretrained(model_cfg.path, **model_cfg.overrides))
+    else:
+        model = LLaDAModelLM(preset_config(model_cfg.preset, **model_cfg.overrides))
+    if model_cfg.init_from and load_weights:
+        src = Path(model_cfg.init_from)
+        if (src / "config.json").is_file():
+            model = LLaDAModelLM.from_pretrained(src)
+        elif (src / "model.safetensors").is_file():
+            load_weights_file(model, src / "model.safetensors")
+        else:
+            raise BGPOError(f"model.init_from={src} holds no config.json (HF dir) and no model.safetensors "
+                            f"(bgpo checkpoint); point it at the SFT output or a step-N checkpoint")
+    if model_cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    return model
+
+
+def load_weights_file(model: torch.nn.Module, file: Path) -> None:
+    """Load a ``model.safetensors`` of a training checkpoint (DDP's ``module.`` prefix dropped)."""
+    from safetensors.torch import load_file
+
+    if not file.is_file():
+        raise BGPOError(f"{file} is missing (FSDP checkpoints are sharded: use the run's final/ directory)")
+    state = {k.removeprefix("module."): v for k, v in load_file(str(file)).items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise BGPOError(f"{file} does not fit the configured model: missing {missing[:3]}, unexpected "
+                        f"{unexpected[:3]}; check model.preset/overrides against the checkpoint")
+
+
+def run_config(path: Path) -> Config | None:
+    """The training config saved with a checkpoint (``step-N/config.yaml`` or the run's ``config.yaml``)."""
+    for candidate in (path / "config.yaml", path.parent / "config.yaml", path.parent.parent / "config.yaml"):
+        if candidate.is_file():
+            return load_config(candidate)
+    return None
+
+
+def load_model(path: str | Path):
+    """A model from a `bgpo train` checkpoint (``step-N/``) or a Hugging Face dir (``final/``, export, 8B)."""
+    from bgpo.model import LLaDAModelLM
+
+    path = Path(path)
+    if not path.is_dir():
+        raise BGPOError(f"checkpoint {path} is not a directory")
+    if (path / "config.json").is_file():
+        return LLaDAModelLM.from_pretrained(path)
+    if (path / "state.json").is_file() and (path / "config.yaml").is_file():
+        model = build_model(load_config(path / "config.yaml").model, load_weights=False)
+        load_weights_file(model, path / "model.safetensors")
+        return model
+    raise BGPOError(f"{path} is neither a Hugging Face model dir (config.json) nor a `bgpo train` checkpoint "
+                    f"(state.json + config.yaml); for an FSDP run use its final/ directory")
+
+
+def load_policy(path: str | Path) -> tuple[Any, Any, Config | None]:
+    """Model, tokenizer and (when saved beside it) training config of a checkpoint or HF directory."""
+    from bgpo.data import load_tokenizer
+
+    path = Path(path)
+    model = load_model(path)
+    cfg = run_config(path)
+    if (path / "tokenizer.json").is_file() or (path / "tokenizer_config.json").is_file():
+        tokenizer = load_tokenizer(path)
+    elif cfg is not None:
+        tokenizer = load_tokenizer(cfg.model)
+    else:
+        raise BGPOError(f"{path} has no tokenizer files and no config.yaml to rebuild one from")
+    return model, tokenizer, cfg
+
+
+# ---------------------------------------------------------------------------------------------
+# training checkpoints
+# ---------------------------------------------------------------------------------------------
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest COMPLETE checkpoint: only renamed dirs with state.json count, temp dirs never do."""
+    found = []
+    for d in (Path(run_dir) / "checkpoints").glob(f"{PREFIX}*"):
+        suffix = d.name.removeprefix(PREFIX)
+        if suffix.isdigit() and (d / "state.json").is_file():
+            found.append((int(suffix), d))
+    return max(found)[1] if found else None
+
+
+def _fsync_tree(path: Path) -> None:
+    for p in sorted(path.rglob("*")):
+        if p.is_file():
+            with p.open("rb") as f:
+                os.fsync(f.fileno())
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(accelerator, run_dir: Path, cfg: Config, step: int, keep: int) -> Path:
+    """Write weights, optimiser, scheduler, RNG states, data position and step atomically.
+
+    All processes write into ``checkpoints/.tmp-step-N``; the main process then adds ``state.json`` and
+    ``config.yaml``, fsyncs every file and renames the folder to ``step-N``.
+    """
+    root = run_dir / "checkpoints"
+    final = root / f"{PREFIX}{step:07d}"
+    tmp = root / f".tmp-{final.name}"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (tmp / "config.yaml").write_text(cfg.to_yaml())
+        state = {"step": step, "data_position": step * cfg.rollout.prompts_per_step,
+                 "world_size": accelerator.num_processes, "time": time.time()}
+        (tmp / "state.json").write_text(json.dumps(state))
+        _fsync_tree(tmp)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        _fsync_tree(root)
+        old = sorted(d for d in root.glob(f"{PREFIX}*") if d.name != final.name)
+        for d in old[: max(0, len(old) - (keep - 1))]:
+            shutil.rmtree(d, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def resume(accelerator, run_dir: Path, ckpt: Path) -> int:
+    """Load ``ckpt`` into the prepared objects; drop log rows written after it; return its step."""
+    accelerator.load_state(str(ckpt))
+    step = json.loads((ckpt / "state.json").read_text())["step"]
+    if accelerator.is_main_process:
+        for name in ("metrics.jsonl", "eval.jsonl"):
+            _trim_jsonl(run_dir / name, step)
+    accelerator.wait_for_everyone()
+    return step
+
+
+def _trim_jsonl(path: Path, last_step: int) -> None:
+    """Drop log rows written after the checkpoint we resume from (they will be written again)."""
+    if not path.is_file():
+        return
+    rows = [line for line in path.read_text().splitlines() if line.strip()]
+    keep = [line for line in rows if json.loads(line).get("step", 0) <= last_step]
+    path.write_text("".join(line + "\n" for line in keep))
+
+
+def save_final(accelerator, model, tokenizer, out: Path) -> None:
+    """The trained policy as a plain Hugging Face directory (full weights gathered from all shards)."""
+    state = accelerator.get_state_dict(model)
+    if accelerator.is_main_process:
+        accelerator.unwrap_model(model).save_pretrained(out, state_dict=state, safe_serialization=True)
+        tokenizer.save_pretrained(out)
+    accelerator.wait_for_everyone()

@@ -1,0 +1,102 @@
+"""Rollouts: G sampled completions per prompt and their rewards — nothing about objectives.
+
+Every random draw of a step comes from a generator that is a pure function of
+``(seed, step, prompt, stream)`` (:func:`stream`): the sampler of prompt group ``p`` at step ``s``
+uses stream :data:`SAMPLER`, the Monte Carlo masks of the objective use :data:`MASKS`. So a resumed
+run repeats an uninterrupted one bit for bit, N processes that each take ``prompts_per_step / N``
+prompts do the same work as one process, and changing a sampler setting never changes the masks.
+"""
+
+from __future__ import annotations
+
+import json
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from bgpo.data import encode_prompts
+from bgpo.diffusion import generate
+
+SAMPLER, MASKS = 0, 1  # the random streams of a step
+
+
+def stream(seed: int, step: int, prompt: int, which: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """The generator of one (seed, step, prompt, stream) on ``device``: drawing there avoids host copies."""
+    key = ((seed * 1_000_003 + step) * 1_000_033 + prompt) * 4 + which
+    return torch.Generator(device=device).manual_seed(key)
+
+
+def safe_rewards(task, completions: list[str], examples: list[dict], log: Path | None) -> list[float]:
+    """Per-completion rewards; a reward that raises scores 0 and is logged (the run goes on).
+
+    The batch goes through ``task.rewards`` first (the code task runs its programs concurrently);
+    only if that raises is it scored one completion at a time, so just the failing ones get 0.
+    """
+    try:
+        return [float(r) for r in task.rewards(completions, examples)]
+    except Exception:  # some completion's reward raised: find it below
+        pass
+    out = []
+    for completion, example in zip(completions, examples):
+        try:
+            out.append(float(task.reward(completion, example)))
+        except Exception as err:  # untrusted model output must never kill a run
+            out.append(0.0)
+            if log is not None:
+                with log.open("a") as f:
+                    f.write(json.dumps({"error": repr(err), "completion": completion,
+                                        "traceback": traceback.format_exc(limit=3)}) + "\n")
+    return out
+
+
+@dataclass
+class Rollouts:
+    """G rollouts per prompt with their rewards (the G rollouts of one prompt are contiguous)."""
+
+    input_ids: torch.Tensor  # (N, P + L)
+    attention_mask: torch.Tensor  # (N, P + L)
+    response_mask: torch.Tensor  # (N, P + L) bool: the whole response, trailing EOS included
+    completions: list[str]
+    examples: list[dict]
+    rewards: torch.Tensor  # (N,)
+
+
+def rollout(model, tokenizer, task, examples: list[dict], rollout_cfg, *, seed: int, step: int,
+            first_prompt: int, device: torch.device, reward_log: Path | None = None) -> Rollouts:
+    """Sample ``group_size`` completions per prompt (sampler calls of whole groups) and score them.
+
+    ``first_prompt`` is the global index of ``examples[0]`` in the step's prompts: each sampler call
+    draws from the :data:`SAMPLER` stream of its first prompt, so the result does not depend on how
+    prompts are split over processes.
+    """
+    r, G = rollout_cfg, rollout_cfg.group_size
+    per_call = max(1, (r.batch_size or len(examples) * G) // G)  # prompts per sampler call
+    ids, att, comps, rows = [], [], [], []
+    for start in range(0, len(examples), per_call):
+        chunk = examples[start:start + per_call]
+        p_ids, p_mask = encode_prompts(tokenizer, task, chunk, r.max_prompt_length)
+        p_ids, p_mask = p_ids.repeat_interleave(G, 0).to(device), p_mask.repeat_interleave(G, 0).to(device)
+        x = generate(model, p_ids, p_mask, gen_length=r.gen_length, steps=r.steps, block_length=r.block_length,
+                     temperature=r.temperature, remasking=r.remasking,
+                     generator=stream(seed, step, first_prompt + start, SAMPLER, device))  # (b*G, P + L)
+        P = p_ids.shape[1]
+        comps += tokenizer.batch_decode(x[:, P:].cpu(), skip_special_tokens=True)
+        rows += [e for e in chunk for _ in range(G)]
+        ids.append(x)
+        att.append(torch.cat([p_mask, torch.ones_like(x[:, P:])], 1))
+    width = max(t.shape[1] for t in ids)  # calls may have different prompt widths: left-pad to one
+    input_ids = torch.cat([_left_pad(t, width, tokenizer.pad_token_id) for t in ids])
+    attention_mask = torch.cat([_left_pad(t, width, 0) for t in att])
+    response_mask = torch.zeros_like(input_ids, dtype=torch.bool)
+    response_mask[:, width - r.gen_length:] = True
+    rewards = torch.tensor(safe_rewards(task, comps, rows, reward_log), dtype=torch.float32, device=device)
+    return Rollouts(input_ids, attention_mask, response_mask, comps, rows, rewards)
+
+
+def _left_pad(t: torch.Tensor, width: int, value) -> torch.Tensor:
+    if t.shape[-1] == width:
+        return t
+    pad = torch.full((*t.shape[:-1], width - t.shape[-1]), value, dtype=t.dtype, device=t.device)
+    return torch.cat([pad, t], -1)
