@@ -8,8 +8,12 @@ Reads two formats and groups the results by *setup* (one run's files):
   file per shard named ``<setup>_<shard>_generations.json``; the task follows from the name
   (``gsm8k``/``math500`` -> math, ``countdown``, ``sudoku``, ``humaneval``/``mbpp`` -> code).
 
-For each setup it prints the exact-correct rate (reward 1; for sudoku every blank right) and
-the mean reward, and ``--json PATH`` writes them.
+For each setup it prints the task's named metrics (``Task.metrics``: math ``boxed_equiv`` and
+``d1_accuracy``; code ``pass@1``; countdown ``d1_success``, ``mean_reward``, ``strict_success``;
+sudoku ``cell_accuracy``, ``d1_cell_accuracy``, ``solved``) in percent; ``--json PATH`` writes
+them as fractions, ``{"results": [{"setup", "task", "n", ..., "primary_metric", "metrics":
+{name: value}}]}``. ``d1_*`` metrics use d1's lenient evaluation parser and, like d1, count a
+row we cannot score (a reference of null) as wrong: they are over ``n + skipped`` rows.
 """
 
 from __future__ import annotations
@@ -107,22 +111,26 @@ def score_files(paths: list[Path], task: str | None = None) -> tuple[list[dict],
             groups[(setup, name)]["files"] += 1
     summary, details = [], []
     for (setup, name), group in tqdm(sorted(groups.items()), desc="scoring", unit="setup", leave=False):
-        rewards = get_task(name).rewards(group["completions"], group["examples"])
-        correct = [r == 1.0 for r in rewards]  # every task's is_correct is "reward == 1"
-        n = max(len(rewards), 1)
-        summary.append({"setup": setup, "task": name, "files": group["files"], "n": len(rewards),
-                        "skipped": len(group["skipped"]), "skipped_rows": group["skipped"],
-                        "correct_rate": sum(correct) / n, "mean_reward": sum(rewards) / n})
-        details += [{"setup": setup, "task": name, "index": i, "reward": r, "correct": c}
-                    for i, (r, c) in enumerate(zip(rewards, correct))]
+        task = get_task(name)
+        rewards = task.rewards(group["completions"], group["examples"])
+        n, skipped = len(rewards), len(group["skipped"])
+        metrics = task.metrics(group["completions"], group["examples"], rewards)
+        unskipped = n / (n + skipped) if n + skipped else 0.0
+        metrics = {key: value * unskipped if key.startswith("d1_") else value for key, value in metrics.items()}
+        summary.append({"setup": setup, "task": name, "files": group["files"], "n": n, "skipped": skipped,
+                        "skipped_rows": group["skipped"], "primary_metric": task.primary_metric, "metrics": metrics})
+        details += [{"setup": setup, "task": name, "index": i, "reward": r, "correct": r == 1.0}
+                    for i, r in enumerate(rewards)]
     return summary, details
 
 
 def format_table(summary: list[dict]) -> str:
-    lines = [f"{'setup':<34} {'task':<10} {'n':>5} {'skipped':>8} {'correct %':>10} {'mean reward':>12}"]
+    """One line per setup: its metrics in percent, the primary one marked ``*``."""
+    lines = [f"{'setup':<34} {'task':<10} {'n':>5} {'skipped':>8}  metrics in % (* primary)"]
     for row in summary:
-        lines.append(f"{row['setup']:<34} {row['task']:<10} {row['n']:>5} {row['skipped']:>8} "
-                     f"{100 * row['correct_rate']:>10.2f} {row['mean_reward']:>12.4f}")
+        metrics = "  ".join(f"{key}{'*' if key == row['primary_metric'] else ''} {100 * value:.2f}"
+                            for key, value in row["metrics"].items())
+        lines.append(f"{row['setup']:<34} {row['task']:<10} {row['n']:>5} {row['skipped']:>8}  {metrics}")
     for row in summary:
         lines += [f"skipped {message}" for message in row["skipped_rows"]]
     return "\n".join(lines)

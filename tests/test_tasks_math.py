@@ -61,7 +61,9 @@ def test_from_row_conventions():
     gsm = TASK.from_row({"question": "q", "answer": "work\n#### 1,250"})
     assert gsm == {"problem": "q", "answer": "1,250", "dataset": "gsm8k"} and TASK.reward("\\boxed{1250}", gsm) == 1.0
     assert TASK.from_row({"problem": "p", "solution": "so $\\boxed{\\frac{1}{2}}$."})["answer"] == "\\frac{1}{2}"
-    assert TASK.from_row({"question": "q", "ground_truth": 18.0}) == {"problem": "q", "answer": "18", "dataset": "gsm8k"}
+    d1_gsm8k = TASK.from_row({"question": "q", "ground_truth": 18.0})  # d1's files: a float reference
+    assert d1_gsm8k == {"problem": "q", "answer": "18", "dataset": "gsm8k"}
+    assert TASK.from_row(gsm) == gsm  # our examples written out and read back keep the tag
     assert "dataset" not in TASK.from_row({"question": "q", "ground_truth": "16 \\sqrt{3}"})  # MATH500
     verl = TASK.from_row({"ground_truth": "7", "messages": [{"role": "user", "content": "hi"}]})
     assert TASK.prompt(verl) == [{"role": "user", "content": "hi"}]

@@ -1,10 +1,13 @@
 """The paper's four tasks behind one interface: ``get_task(name, style=...)``.
 
 Every task has ``prompt(example) -> messages``, ``reward(completion, example) -> float``,
-``rewards(completions, examples)`` (batched), ``is_correct(completion, example) -> bool`` and
-``load(split, source=None) -> examples``. Countdown and sudoku also have seeded generators
-(``bgpo.tasks.countdown.generate``, ``bgpo.tasks.sudoku.generate``) and ``sft_target(example)``,
-and a ``"compact"`` prompt style for tiny models (bare numbers or puzzle in, ``<answer>..</answer>`` out).
+``rewards(completions, examples)`` (batched), ``is_correct(completion, example) -> bool``,
+``load(split, source=None) -> examples`` and ``metrics(completions, examples, rewards)``: the
+numbers the papers report, by name (``metric_names``; ``primary_metric`` is the headline one;
+every name computed with d1's lenient evaluation parser starts with ``d1_``). Countdown and
+sudoku also have seeded generators (``bgpo.tasks.countdown.generate``, ``bgpo.tasks.sudoku.generate``),
+``sft_target(example)`` and a ``"compact"`` prompt style for tiny models (bare numbers or puzzle
+in, ``<answer>..</answer>`` out).
 """
 
 from __future__ import annotations

@@ -114,10 +114,11 @@ def d1_correct(completion: str, example: Example) -> bool:
 
 
 def _is_gsm8k(row: Example) -> bool:
-    """GSM8K rows: a ``#### answer`` worked solution, d1's numeric reference, or verl's data source."""
+    """GSM8K rows: a ``#### answer`` worked solution, d1's numeric reference, verl's data source,
+    or one of our examples written back out (``dataset: gsm8k``)."""
     truth = row.get("ground_truth")
     return ("####" in str(row.get("answer") or "") or "gsm8k" in str(row.get("data_source") or "")
-            or (isinstance(truth, (int, float)) and not isinstance(truth, bool)))
+            or row.get("dataset") == "gsm8k" or (isinstance(truth, (int, float)) and not isinstance(truth, bool)))
 
 
 class Math(Task):
