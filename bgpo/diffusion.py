@@ -35,6 +35,17 @@ def _mask_id(model: torch.nn.Module, mask_id: int | None) -> int:
     return int(mask_id)
 
 
+def device_generator(seed: int, device: torch.device | str) -> torch.Generator:
+    """A generator on ``device`` seeded with ``seed``: noise drawn where it is used, no host copy.
+
+    A fixed seed repeats the same stream on the same kind of device (a CUDA generator's stream
+    differs from a CPU generator's, so a run is reproducible on its own hardware, not across it).
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise BGPOError(f"a generator seed must be an integer in [0, 2**63), got {seed!r}")
+    return torch.Generator(device=device).manual_seed(seed)
+
+
 def uniform_noise(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device,
           dtype: torch.dtype = torch.float32) -> Tensor:
     """Uniform noise drawn on the generator's device (so seeded runs repeat), moved to ``device``."""
@@ -85,10 +96,11 @@ def masked_logprobs(
 ) -> Tensor:
     """``log p_theta(y^i | y_masked)`` at every masked position, 0 elsewhere: ``(B, T)``.
 
-    The vocabulary softmax is taken only at masked positions, so the saved activations of the
-    loss head scale with ``|M|`` rather than with ``B * T``. ``packed=True`` drops the padding and
-    runs the model on the concatenated real tokens (``cu_seqlens`` marks the sequences; the
-    flash-attn varlen kernel on CUDA), so no compute or memory is spent on padding.
+    The model's output layer and the vocabulary softmax run only at the masked positions
+    (``logits_positions=mask``): the logits are ``(|M|, V)``, never ``(B, T, V)``, so the loss head's
+    memory scales with ``|M|``. ``packed=True`` drops the padding and runs the model on the
+    concatenated real tokens (``cu_seqlens`` marks the sequences; a varlen attention kernel on
+    CUDA), so no compute or memory is spent on padding.
     """
     if mask.shape != input_ids.shape:
         raise BGPOError(f"mask shape {tuple(mask.shape)} != input_ids shape {tuple(input_ids.shape)}")
@@ -97,11 +109,11 @@ def masked_logprobs(
         real = attention_mask.bool()  # (B, T)
         lengths = real.sum(-1)
         cu_seqlens = F.pad(lengths.cumsum(0), (1, 0)).to(torch.int32)  # (B + 1,)
-        logits = model(noisy[real][None], cu_seqlens=cu_seqlens, max_seqlen=int(lengths.max())).logits[0]  # (N, V)
-        selected = logits[mask[real]]  # (|M|, V), same row-major order as input_ids[mask]
+        # mask[real] keeps the row-major order of input_ids[mask]
+        selected = model(noisy[real][None], cu_seqlens=cu_seqlens, max_seqlen=int(lengths.max()),
+                         logits_positions=mask[real][None]).logits  # (|M|, V)
     else:
-        logits = model(noisy, attention_mask=attention_mask).logits  # (B, T, V)
-        selected = logits[mask]  # (|M|, V)
+        selected = model(noisy, attention_mask=attention_mask, logits_positions=mask).logits  # (|M|, V)
     if selected.dtype in (torch.float16, torch.bfloat16):
         selected = selected.float()  # the softmax in at least float32
     picked = -F.cross_entropy(selected, input_ids[mask], reduction="none")  # (|M|,)
@@ -165,21 +177,38 @@ def _transfer_schedule(n_masked: Tensor, steps: int) -> Tensor:
     return schedule + (torch.arange(steps, device=n_masked.device)[None, :] < extra[:, None]).long()
 
 
+def _gumbel_argmax(logits: Tensor, temperature: float, generator: torch.Generator | None) -> Tensor:
+    """``argmax(logits + temperature * g)`` with standard Gumbel ``g = -log(-log u)``: ``(K, V) -> (K,)``.
+
+    As LLaDA's ``add_gumbel_noise`` (``exp(logits) / (-log u)^temperature``, the same argmax) in
+    float64: float32 noise would tie low-probability tokens and bias sampling at long vocabularies.
+    The noise is drawn on the generator's device, ``(K, V)`` float64, and turned into Gumbel in place.
+    """
+    g = uniform_noise(tuple(logits.shape), generator, logits.device, torch.float64)
+    g = g.clamp_(min=1e-20).log_().neg_().clamp_(min=1e-20).log_().neg_()  # -log(-log u)
+    return g.mul_(temperature).add_(logits).argmax(-1)
+
+
 @torch.no_grad()
 def generate(
     model: torch.nn.Module, prompt_ids: Tensor, prompt_attention_mask: Tensor | None = None, *,
     gen_length: int, steps: int, block_length: int = 32, temperature: float = 0.0,
     remasking: str = "low_confidence", mask_id: int | None = None, eos_id: int | None = None,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | int | None = None,
 ) -> Tensor:
     """LLaDA's semi-autoregressive sampler: ``(B, P)`` left-padded prompts -> ``(B, P + gen_length)``.
 
     The response starts all-mask and is split into blocks of ``block_length``; each block gets
-    ``steps / n_blocks`` denoising steps. A step runs the model on the whole sequence, samples
-    ``x0 = argmax(logits + temperature * Gumbel)`` (greedy at 0), and commits the masked positions
-    of the current block with the highest confidence (``low_confidence``: probability of the
-    sampled token; ``random``: uniform scores), ``k`` per step spread evenly over the block's steps.
-    Masks still left at the end (none, by construction) would become EOS.
+    ``steps / n_blocks`` denoising steps. A step runs the model on the whole sequence but takes the
+    logits of the K still-masked positions of the current block only (``logits_positions``: (K, V),
+    not (B, T, V)), samples ``x0 = argmax(logits + temperature * Gumbel)`` there in float64 (greedy
+    at 0), and commits the masked positions with the highest confidence (``low_confidence``:
+    probability of the sampled token; ``random``: uniform scores), ``k`` per step spread evenly over
+    the block's steps. Masks still left at the end (none, by construction) would become EOS.
+
+    ``generator``: an int seed draws the noise from :func:`device_generator` on the prompts' device
+    (what a GPU run wants: a CPU generator's (K, V) float64 noise crosses the bus at every step); a
+    ``torch.Generator`` is used where it lives; None uses the global stream.
     """
     mask_id = _mask_id(model, mask_id)
     eos_id = eos_id if eos_id is not None else getattr(model_config(model), "eos_token_id", None)
@@ -196,6 +225,8 @@ def generate(
         raise BGPOError(f"a prompt contains the mask token id {mask_id}: remove it from the prompt text")
     B, P = prompt_ids.shape
     device = prompt_ids.device
+    if generator is not None and not isinstance(generator, torch.Generator):
+        generator = device_generator(generator, device)
     if prompt_attention_mask is None:
         prompt_attention_mask = torch.ones_like(prompt_ids)
     x = torch.cat([prompt_ids, torch.full((B, gen_length), mask_id, dtype=prompt_ids.dtype, device=device)], 1)
@@ -208,22 +239,20 @@ def generate(
         for i in range(steps_per_block):
             block = x[:, start:end]  # (B, block)
             masked = block == mask_id
-            # only the current block can be committed: take its logits alone, in float64 (LLaDA's Gumbel)
-            logits = model(x, attention_mask=attention).logits[:, start:end].to(torch.float64)  # (B, block, V)
-            logits[..., mask_id] = -torch.inf  # never "unmask" to the mask token (a tiny model might)
-            if temperature > 0:
-                u = uniform_noise(tuple(logits.shape), generator, device, torch.float64)
-                neg_log_u = -torch.log(u.clamp(min=1e-20))
-                gumbel = -torch.log(neg_log_u.clamp(min=1e-20))  # standard Gumbel noise
-                x0 = (logits + temperature * gumbel).argmax(-1)  # (B, block)
-            else:
-                x0 = logits.argmax(-1)
+            wanted = torch.zeros_like(x, dtype=torch.bool)
+            wanted[:, start:end] = masked  # (B, T): only the current block's masks can be committed
+            logits = model(x, attention_mask=attention, logits_positions=wanted).logits.to(torch.float64)  # (K, V)
+            logits[:, mask_id] = -torch.inf  # never "unmask" to the mask token (a tiny model might)
+            x0 = _gumbel_argmax(logits, temperature, generator) if temperature > 0 else logits.argmax(-1)  # (K,)
             if remasking == "low_confidence":
-                confidence = torch.softmax(logits, -1).gather(-1, x0[..., None]).squeeze(-1)
+                scores = torch.softmax(logits, -1).gather(-1, x0[:, None]).squeeze(-1)  # (K,) p(x0)
             else:
-                confidence = uniform_noise(tuple(x0.shape), generator, device, torch.float64)
-            confidence = confidence.masked_fill(~masked, -torch.inf)
+                scores = uniform_noise(tuple(x0.shape), generator, device, torch.float64)
+            confidence = torch.full(masked.shape, -torch.inf, dtype=torch.float64, device=device)
+            confidence[masked] = scores  # (B, block), -inf where already committed
+            proposal = block.clone()
+            proposal[masked] = x0
             rank = confidence.argsort(-1, descending=True).argsort(-1)  # (B, block)
             commit = (rank < schedule[:, i:i + 1]) & masked
-            x[:, start:end] = torch.where(commit, x0, block)
+            x[:, start:end] = torch.where(commit, proposal, block)
     return x.masked_fill(x == mask_id, eos_id)

@@ -15,9 +15,16 @@ p, in float32 ("rope_full_precision"); since q.k then depends on the position di
 the positions are counted from each sequence's first real token (left padding, packing) without
 changing the maths.
 
-Attention backends: PyTorch SDPA (any device; padding keys masked by B), and for packed
-sequences (`cu_seqlens`) flash-attn's varlen kernel when it is importable and the tensors are CUDA
-half precision, else SDPA with a block-diagonal B.
+Attention backends: PyTorch SDPA (any device; padding keys masked by B). Packed sequences
+(`cu_seqlens`, no padding) on CUDA in half precision go through a varlen kernel chosen by
+`LLaDAModelLM.set_packed_attention`: "varlen" (default; PyTorch's own
+`torch.nn.attention.varlen.varlen_attn`, no extra package), "flash-attn" (the flash-attn package's
+`flash_attn_varlen_func`) or "sdpa"; anywhere else (CPU, float32) SDPA with a block-diagonal B,
+which computes the same attention.
+
+Logits only where needed: `forward(..., logits_positions=mask)` returns the logits of the positions
+where the bool ``mask`` (B, T) is true, (K, V) in row-major order, so neither the sampler nor the
+loss pays for a (B, T, V) tensor when it needs a block or the masked positions only.
 """
 
 from __future__ import annotations
@@ -33,6 +40,9 @@ from transformers.modeling_outputs import MaskedLMOutput
 
 from bgpo import tokenizer as _tok
 from bgpo.errors import BGPOError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+PACKED_ATTENTION = ("varlen", "flash-attn", "sdpa")
 
 
 class LLaDAConfig(PretrainedConfig):
@@ -200,42 +210,77 @@ class LLaDABlock(GradientCheckpointingLayer):
         self.ff_out = nn.Linear(config.mlp_hidden_size, d, bias=False)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attn_bias: torch.Tensor | None,
-                cu_seqlens: torch.Tensor | None = None, max_seqlen: int | None = None) -> torch.Tensor:
+                cu_seqlens: torch.Tensor | None = None, max_seqlen: int | None = None,
+                kernel: str = "sdpa") -> torch.Tensor:
         B, T, _ = x.shape  # (batch, seq, d_model)
         n = self.attn_norm(x)
         q = self.q_proj(n).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
         k = self.k_proj(n).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, KV, T, hd)
         v = self.v_proj(n).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, KV, T, hd)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if cu_seqlens is not None and attn_bias is None:  # packed + flash-attn (see LLaDAModelLM.forward)
+        if kernel == "flash-attn":  # packed: (1, N) tokens, sequences delimited by cu_seqlens
             from flash_attn import flash_attn_varlen_func  # optional dependency: imported only when used
 
             qf, kf, vf = (t[0].transpose(0, 1) for t in (q, k, v))  # (N, heads, hd), GQA handled by the kernel
             a = flash_attn_varlen_func(qf, kf, vf, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen, causal=False)
-            a = a.reshape(1, T, -1)  # (1, N, d_model)
-        else:
-            if self.n_kv_heads != self.n_heads:  # GQA: each kv head serves n_heads / n_kv_heads query heads
-                k = k.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)
-                v = v.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)
-            a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias, is_causal=False)  # (B, H, T, hd)
-            a = a.transpose(1, 2).reshape(B, T, -1)  # (B, T, d_model)
+            return self._mlp(x, a.reshape(1, T, -1))  # (1, N, d_model)
+        if self.n_kv_heads != self.n_heads:  # GQA: each kv head serves n_heads / n_kv_heads query heads
+            k = k.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)
+            v = v.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)
+        if kernel == "varlen":
+            from torch.nn.attention.varlen import varlen_attn
+
+            qf, kf, vf = (t[0].transpose(0, 1) for t in (q, k, v))  # (N, H, hd)
+            # the seven positional arguments only: the keywords differ between torch 2.10, 2.11 and 2.13,
+            # and every version defaults to full (non-causal) attention with scale 1/sqrt(hd)
+            a = varlen_attn(qf, kf, vf, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen)  # (N, H, hd)
+            return self._mlp(x, a.reshape(1, T, -1))
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias, is_causal=False)  # (B, H, T, hd)
+        return self._mlp(x, a.transpose(1, 2).reshape(B, T, -1))  # (B, T, d_model)
+
+    def _mlp(self, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """Residual attention output, then the SwiGLU feed-forward: ``h + ff_out(silu(ff_proj m) * up_proj m)``."""
         h = x + self.attn_out(a)
         m = self.ff_norm(h)
         return h + self.ff_out(F.silu(self.ff_proj(m)) * self.up_proj(m))
 
 
-def flash_attn_usable(x: torch.Tensor) -> bool:
-    """flash-attn varlen serves packed batches of CUDA fp16/bf16 tensors (or under CUDA half autocast), if installed."""
-    if not x.is_cuda:
-        return False
+def packed_kernel(x: torch.Tensor, preference: str) -> str:
+    """The attention kernel of a packed forward: ``preference`` where it can run, else "sdpa".
+
+    The varlen kernels need CUDA tensors in fp16/bf16 (or CUDA half autocast); on CPU or in float32
+    the block-diagonal SDPA computes the same attention. "varlen" also falls back to SDPA on a torch
+    without `torch.nn.attention.varlen` (before 2.10); "flash-attn" was checked for at
+    `set_packed_attention`.
+    """
     half = (torch.float16, torch.bfloat16)
-    if x.dtype not in half and not (torch.is_autocast_enabled("cuda") and torch.get_autocast_dtype("cuda") in half):
-        return False
-    try:
-        import flash_attn  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    if preference == "sdpa" or not x.is_cuda or not (
+            x.dtype in half or (torch.is_autocast_enabled("cuda") and torch.get_autocast_dtype("cuda") in half)):
+        return "sdpa"
+    if preference == "varlen":
+        try:
+            from torch.nn.attention import varlen  # noqa: F401
+        except ImportError:
+            return "sdpa"
+    return preference
+
+
+def init_model(config: LLaDAConfig, *, device: torch.device | str | None = None,
+               dtype: torch.dtype = torch.float32) -> "LLaDAModelLM":
+    """A freshly initialised model built directly on ``device`` in ``dtype``.
+
+    No float32 host copy is made first, so the 8B shape (16 GB in bf16) builds on one GPU in a second
+    where ``LLaDAModelLM(config).to(device, dtype)`` would need 32 GB of host memory first.
+    """
+    with torch.device(device or "cpu"):
+        return LLaDAModelLM._from_config(config, dtype=dtype)
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    """``"bfloat16"`` -> ``torch.bfloat16`` (the names of the ``model.dtype`` config field)."""
+    if name not in DTYPES:
+        raise BGPOError(f"model dtype must be one of {', '.join(DTYPES)}; got {name!r}")
+    return DTYPES[name]
 
 
 class LLaDAModel(nn.Module):
@@ -256,7 +301,8 @@ class LLaDAModelLM(PreTrainedModel):
 
     forward(input_ids (B, T), attention_mask (B, T) 1 = real / 0 = padding) -> .logits (B, T, vocab);
     or packed: forward(input_ids (1, N), cu_seqlens (S+1,) int32, max_seqlen) -> .logits (1, N, vocab)
-    with attention confined to each sequence and positions restarting at 0 in each.
+    with attention confined to each sequence and positions restarting at 0 in each. With
+    ``logits_positions`` (bool, the shape of input_ids) only those rows: .logits (K, vocab).
     """
 
     config_class = LLaDAConfig
@@ -264,12 +310,27 @@ class LLaDAModelLM(PreTrainedModel):
     main_input_name = "input_ids"
     supports_gradient_checkpointing = True
     _no_split_modules = ["LLaDABlock"]
-    _supports_sdpa = True  # flash-attn is used directly for packed input, not via attn_implementation
+    _supports_sdpa = True  # packed input picks its varlen kernel itself (set_packed_attention), not attn_implementation
 
     def __init__(self, config: LLaDAConfig):
         super().__init__(config)
         self.model = LLaDAModel(config)
+        self.packed_attention = "varlen"
         self.post_init()
+
+    def set_packed_attention(self, name: str) -> None:
+        """Kernel for packed sequences on CUDA half precision: "varlen" (PyTorch's `varlen_attn`, the
+        default), "flash-attn" (needs the flash-attn package) or "sdpa" (block-diagonal mask).
+        A run setting, not a property of the weights: it is not saved in config.json."""
+        if name not in PACKED_ATTENTION:
+            raise BGPOError(f"packed attention must be one of {', '.join(PACKED_ATTENTION)}; got {name!r}")
+        if name == "flash-attn":
+            try:
+                import flash_attn  # noqa: F401
+            except ImportError:
+                raise BGPOError("packed attention 'flash-attn' needs the flash-attn package: pip install "
+                                "flash-attn --no-build-isolation, or choose 'varlen' (PyTorch's own)") from None
+        self.packed_attention = name
 
     def _init_weights(self, module: nn.Module) -> None:
         """normal(0, init_std) for linear and embedding weights, ones for RMSNorm (not LLaDA's "mitchell" init)."""
@@ -296,17 +357,22 @@ class LLaDAModelLM(PreTrainedModel):
             super().gradient_checkpointing_enable(gradient_checkpointing_kwargs, **kwargs)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                cu_seqlens: torch.Tensor | None = None, max_seqlen: int | None = None) -> MaskedLMOutput:
+                cu_seqlens: torch.Tensor | None = None, max_seqlen: int | None = None,
+                logits_positions: torch.Tensor | None = None) -> MaskedLMOutput:
         B, T = input_ids.shape
         dev = input_ids.device
+        if logits_positions is not None and (logits_positions.shape != input_ids.shape
+                                             or logits_positions.dtype != torch.bool):
+            raise BGPOError(f"logits_positions must be a bool tensor shaped like input_ids {tuple(input_ids.shape)};"
+                            f" got {logits_positions.dtype} {tuple(logits_positions.shape)}")
         x = self.model.transformer.wte(input_ids)  # (B, T, d_model)
-        cu = None
+        cu, kernel = None, "sdpa"
         if cu_seqlens is not None:
             if attention_mask is not None or B != 1:
                 raise BGPOError(f"packed forward takes input_ids of shape (1, N) and no attention_mask; got "
                                 f"{tuple(input_ids.shape)}{' with a mask' if attention_mask is not None else ''}")
             cu = cu_seqlens.to(device=dev, dtype=torch.int32)
-            bounds = cu.tolist()  # one host sync: validate, and max_seqlen for flash-attn
+            bounds = cu.tolist()  # one host sync: validate, and max_seqlen for the varlen kernels
             if bounds[0] != 0 or bounds[-1] != T or any(b <= a for a, b in zip(bounds, bounds[1:])):
                 raise BGPOError(f"cu_seqlens must rise strictly from 0 to N={T} (the packed length); got {bounds}")
             lengths = cu.diff()  # (S,)
@@ -316,8 +382,9 @@ class LLaDAModelLM(PreTrainedModel):
             max_seqlen = longest
             seq_id = torch.repeat_interleave(torch.arange(len(lengths), device=dev), lengths)  # (N,)
             positions = (torch.arange(T, device=dev) - cu[seq_id])[None]  # (1, N): 0.. in each sequence
-            # flash-attn takes the boundaries themselves; otherwise an explicit block-diagonal mask
-            attn_bias = None if flash_attn_usable(x) else (seq_id[:, None] == seq_id[None, :])[None, None]  # (1,1,N,N)
+            kernel = packed_kernel(x, self.packed_attention)
+            # the varlen kernels take the boundaries themselves; SDPA an explicit block-diagonal mask
+            attn_bias = None if kernel != "sdpa" else (seq_id[:, None] == seq_id[None, :])[None, None]  # (1,1,N,N)
         elif attention_mask is not None:
             real = attention_mask.to(dev).bool()  # (B, T)
             positions = (real.long().cumsum(-1) - 1).clamp(min=0)  # (B, T): 0 at the first real token
@@ -330,8 +397,10 @@ class LLaDAModelLM(PreTrainedModel):
                                 self.model.transformer.wte.weight.dtype)
         tr = self.model.transformer
         for block in tr.blocks:
-            x = block(x, cos, sin, attn_bias, cu_seqlens=cu, max_seqlen=max_seqlen)
-        logits = tr.ff_out(tr.ln_f(x))  # (B, T, embedding_size)
+            x = block(x, cos, sin, attn_bias, cu_seqlens=cu, max_seqlen=max_seqlen, kernel=kernel)
+        if logits_positions is not None:
+            x = x[logits_positions.to(dev)]  # (K, d_model): the head runs on the asked positions only
+        logits = tr.ff_out(tr.ln_f(x))  # (B, T, embedding_size) or (K, embedding_size)
         return MaskedLMOutput(logits=logits[..., : self.config.vocab_size])
 
 

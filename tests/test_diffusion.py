@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bgpo.diffusion import draw_masks, elbo_term, elbo_terms, generate, sft_loss, stratified_counts
+from bgpo.diffusion import (_gumbel_argmax, device_generator, draw_masks, elbo_term, elbo_terms, generate,
+                            masked_logprobs, sft_loss, stratified_counts)
 from bgpo.errors import BGPOError
 from conftest import rollout_tensors, tiny_model
 
@@ -133,3 +134,63 @@ def test_generate_commits_the_most_confident_token_first():
     conf, tok = probs.max(-1)
     first = 4 + conf[0, 4:].argmax().item()
     assert full[0, first].item() == tok[0, first].item()
+
+
+def test_generate_takes_an_int_seed_drawn_on_the_prompts_device():
+    model = tiny_model()
+    ids, attention, _ = rollout_tensors(batch=2, prompt_len=5, gen_len=0, pad=False)
+    kw = dict(gen_length=8, steps=8, block_length=4, temperature=1.0)
+    a = generate(model, ids, attention, generator=7, **kw)
+    assert torch.equal(a, generate(model, ids, attention, generator=7, **kw))
+    assert torch.equal(a, generate(model, ids, attention, generator=device_generator(7, ids.device), **kw))
+    assert not torch.equal(a, generate(model, ids, attention, generator=8, **kw))
+    assert device_generator(3, "cpu").device.type == "cpu"
+    with pytest.raises(BGPOError, match="seed"):
+        device_generator(-1, "cpu")
+
+
+def test_gumbel_argmax_samples_softmax_of_logits_over_temperature():
+    """Gumbel-max: P(argmax(l + T g) = v) = softmax(l / T)_v; here over 40,000 rows drawn at once."""
+    logits = torch.tensor([0.0, 1.0, -1.0, 2.0], dtype=torch.float64).repeat(40_000, 1)  # (K, V)
+    for temperature in (0.5, 1.0):
+        picks = _gumbel_argmax(logits, temperature, device_generator(0, "cpu"))
+        freq = torch.bincount(picks, minlength=4).double() / len(picks)
+        assert (freq - torch.softmax(logits[0] / temperature, -1)).abs().max() < 0.01, (temperature, freq)
+
+
+def test_sampler_draws_noise_only_for_the_masked_positions_of_the_current_block(monkeypatch):
+    """One uniform per (masked position of the block, vocabulary entry): the (B, block, V) draw is gone."""
+    model = tiny_model()
+    ids, attention, _ = rollout_tensors(batch=3, prompt_len=5, gen_len=0, pad=False)
+    drawn = []
+
+    import bgpo.diffusion as bd
+
+    real = bd.uniform_noise
+
+    def counting(shape, generator, device, dtype=torch.float32):
+        drawn.append(shape)
+        return real(shape, generator, device, dtype)
+
+    monkeypatch.setattr(bd, "uniform_noise", counting)
+    generate(model, ids, attention, gen_length=8, steps=8, block_length=4, temperature=1.0, generator=0)
+    V = model.config.vocab_size
+    # 2 blocks x 4 steps, one token committed per row and step: 4, 3, 2, 1 masked per row in a block
+    assert drawn == [(3 * k, V) for k in (4, 3, 2, 1)] * 2
+
+
+def test_masked_logprobs_take_the_head_at_masked_positions_only():
+    """Same values as the full-logit computation; the model is asked for |M| rows, not B x T."""
+    model = tiny_model(torch.float64)
+    ids, attention, response = rollout_tensors()
+    mask = draw_masks(response, 1, torch.Generator().manual_seed(0))[:, 0]
+    shapes = []
+    hook = model.model.transformer.ff_out.register_forward_hook(lambda m, i, o: shapes.append(tuple(o.shape)))
+    got = masked_logprobs(model, ids, mask, attention)
+    packed = masked_logprobs(model, ids, mask, attention, packed=True)
+    hook.remove()
+    full = model(ids.masked_fill(mask, model.config.mask_token_id), attention_mask=attention).logits
+    want = torch.log_softmax(full, -1).gather(-1, ids[..., None]).squeeze(-1) * mask
+    assert shapes == [(int(mask.sum()), model.config.vocab_size)] * 2
+    torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
+    torch.testing.assert_close(packed, want, atol=1e-10, rtol=0)

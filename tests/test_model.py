@@ -2,6 +2,8 @@
 
 import json
 import math
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -9,7 +11,8 @@ import torch
 
 from bgpo import tokenizer as tok
 from bgpo.errors import BGPOError
-from bgpo.model import LLaDAConfig, LLaDAModelLM, apply_rope, preset_config, rope_cos_sin
+from bgpo.model import (LLaDAConfig, LLaDAModelLM, apply_rope, init_model, packed_kernel, preset_config,
+                        resolve_dtype, rope_cos_sin)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "llada-8b-instruct"
 BLOCK_NAMES = ["attn_norm", "q_proj", "k_proj", "v_proj", "attn_out", "ff_norm", "ff_proj", "up_proj", "ff_out"]
@@ -117,35 +120,97 @@ def test_packed_equals_single_equals_left_padded(dtype, tol):
     assert single[0].std() > 0.05  # real, non-constant logits
 
 
-def test_flash_varlen_call_matches_sdpa(monkeypatch):
-    """The flash-attn branch, run on CPU with a stand-in kernel that follows flash_attn_varlen_func's contract."""
-    calls = []
+def _reference_varlen(q, k, v, cu, group: int):
+    """Attention within each packed sequence, written independently: (N, H, hd) -> (N, H, hd)."""
+    out = torch.empty_like(q)
+    for a, b in zip(cu.tolist(), cu.tolist()[1:]):
+        qs, ks, vs = (t[a:b].transpose(0, 1) for t in (q, k, v))  # (heads, n, hd)
+        ks, vs = ks.repeat_interleave(group, 0), vs.repeat_interleave(group, 0)
+        out[a:b] = torch.nn.functional.scaled_dot_product_attention(qs, ks, vs).transpose(0, 1)
+    return out
 
-    def fake_varlen(q, k, v, cu_q, cu_k, max_q, max_k, dropout_p=0.0, softmax_scale=None, causal=False):
-        assert q.shape[1:] == (4, 16) and k.shape[1:] == (2, 16) and cu_q.dtype == torch.int32 and not causal
-        calls.append((cu_q.tolist(), max_q))
-        out = torch.empty_like(q)  # (N, H, hd)
-        for a, b in zip(cu_q.tolist(), cu_q.tolist()[1:]):
-            qs, ks, vs = (t[a:b].transpose(0, 1) for t in (q, k, v))  # (heads, n, hd)
-            ks, vs = ks.repeat_interleave(2, 0), vs.repeat_interleave(2, 0)
-            out[a:b] = torch.nn.functional.scaled_dot_product_attention(qs, ks, vs).transpose(0, 1)
-        return out
 
-    import sys
-    import types
+def test_varlen_kernels_match_block_diagonal_sdpa(monkeypatch):
+    """The varlen and flash-attn branches, run on CPU with stand-in kernels that follow each one's contract:
+    PyTorch's `varlen_attn` gets exactly its seven positional arguments (kv heads repeated: no GQA keyword,
+    which torch 2.11 may lack), flash-attn's `flash_attn_varlen_func` the kv heads as they are."""
+    import torch.nn.attention.varlen as tv
 
     import bgpo.model as bm
 
-    monkeypatch.setitem(sys.modules, "flash_attn", types.SimpleNamespace(flash_attn_varlen_func=fake_varlen))
-    monkeypatch.setattr(bm, "flash_attn_usable", lambda x: True)
+    calls = []
+
+    def fake_torch_varlen(q, k, v, cu_q, cu_k, max_q, max_k, **kwargs):
+        assert not kwargs and q.shape[1:] == k.shape[1:] == (4, 16) and cu_q.dtype == torch.int32
+        calls.append(("varlen", cu_q.tolist(), max_q))
+        return _reference_varlen(q, k, v, cu_q, 1)
+
+    def fake_flash(q, k, v, cu_q, cu_k, max_q, max_k, dropout_p=0.0, softmax_scale=None, causal=False):
+        assert q.shape[1:] == (4, 16) and k.shape[1:] == (2, 16) and cu_q.dtype == torch.int32 and not causal
+        calls.append(("flash-attn", cu_q.tolist(), max_q))
+        return _reference_varlen(q, k, v, cu_q, 2)
+
+    monkeypatch.setattr(tv, "varlen_attn", fake_torch_varlen)
+    monkeypatch.setitem(sys.modules, "flash_attn", types.SimpleNamespace(flash_attn_varlen_func=fake_flash))
     model, _, seqs = _three_sequences(torch.float32)
     cu = torch.tensor([0, 5, 14, 17], dtype=torch.int32)
+    out = {}
+    for name in ("varlen", "flash-attn", "sdpa"):
+        model.set_packed_attention(name)
+        monkeypatch.setattr(bm, "packed_kernel", lambda x, preference: preference)  # as if CUDA bf16
+        with torch.no_grad():
+            out[name] = model(torch.cat(seqs)[None], cu_seqlens=cu, max_seqlen=9).logits
+    assert calls == [("varlen", [0, 5, 14, 17], 9)] * 2 + [("flash-attn", [0, 5, 14, 17], 9)] * 2  # per layer
+    assert (out["varlen"] - out["sdpa"]).abs().max() < 1e-5
+    assert (out["flash-attn"] - out["sdpa"]).abs().max() < 1e-5
+
+
+def test_packed_kernel_choice_and_validation(monkeypatch):
+    cuda_bf16 = types.SimpleNamespace(is_cuda=True, dtype=torch.bfloat16)
+    cuda_fp32 = types.SimpleNamespace(is_cuda=True, dtype=torch.float32)
+    cpu_bf16 = torch.zeros(1, dtype=torch.bfloat16)
+    assert [packed_kernel(cuda_bf16, p) for p in ("varlen", "flash-attn", "sdpa")] == ["varlen", "flash-attn", "sdpa"]
+    assert {packed_kernel(x, p) for x in (cuda_fp32, cpu_bf16) for p in ("varlen", "flash-attn")} == {"sdpa"}
+    model = LLaDAModelLM(preset_config("tiny"))
+    assert model.packed_attention == "varlen"  # PyTorch's own kernel by default
+    with pytest.raises(BGPOError, match="varlen, flash-attn, sdpa"):
+        model.set_packed_attention("flash_attention_2")
+    monkeypatch.setitem(sys.modules, "flash_attn", None)  # not installed: the import fails
+    with pytest.raises(BGPOError, match="pip install flash-attn"):
+        model.set_packed_attention("flash-attn")
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_logits_positions_give_the_rows_of_the_full_logits(packed):
+    """forward(..., logits_positions=m).logits == forward(...).logits[m], (K, V), and gradients flow."""
+    model, lens, seqs = _three_sequences(torch.float32)
+    if packed:
+        ids, kw = torch.cat(seqs)[None], dict(cu_seqlens=torch.tensor([0, 5, 14, 17], dtype=torch.int32))
+    else:
+        ids = torch.stack([s[:3] for s in seqs])  # (3, 3)
+        kw = dict(attention_mask=torch.tensor([[0, 1, 1], [1, 1, 1], [1, 1, 1]]))
+    where = torch.rand(ids.shape, generator=torch.Generator().manual_seed(0)) < 0.5
+    full = model(ids, **kw).logits
+    some = model(ids, logits_positions=where, **kw).logits
+    assert some.shape == (int(where.sum()), tok.VOCAB_SIZE) and 0 < where.sum() < where.numel()
+    assert (some - full[where]).abs().max() < 1e-5
+    some.sum().backward()
+    assert model.model.transformer.ff_out.weight.grad.abs().sum() > 0
+    assert model(ids, logits_positions=torch.zeros_like(where), **kw).logits.shape == (0, tok.VOCAB_SIZE)
+    with pytest.raises(BGPOError, match="logits_positions"):
+        model(ids, logits_positions=where.long(), **kw)
+
+
+def test_init_model_builds_in_the_dtype_on_the_device():
+    model = init_model(preset_config("tiny"), dtype=resolve_dtype("bfloat16"))
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16} and torch.get_default_dtype() == torch.float32
     with torch.no_grad():
-        flash = model(torch.cat(seqs)[None], cu_seqlens=cu, max_seqlen=9).logits
-        monkeypatch.setattr(bm, "flash_attn_usable", lambda x: False)
-        sdpa = model(torch.cat(seqs)[None], cu_seqlens=cu, max_seqlen=9).logits
-    assert calls == [([0, 5, 14, 17], 9)] * 2  # once per layer
-    assert (flash - sdpa).abs().max() < 1e-5
+        assert model(torch.tensor([[5, 6, 7]])).logits.dtype == torch.bfloat16
+    meta = init_model(preset_config("llada-8b"), device="meta", dtype=torch.bfloat16)  # 8B shape, no memory
+    assert sum(p.numel() for p in meta.parameters()) == 8_015_581_184
+    assert {p.device.type for p in meta.parameters()} == {"meta"}
+    with pytest.raises(BGPOError, match="float32, bfloat16, float16"):
+        resolve_dtype("fp8")
 
 
 def test_attention_is_bidirectional():
