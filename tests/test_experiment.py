@@ -13,8 +13,7 @@ from bgpo.experiment import (Arm, GridSettings, book_arms, equal_memory_nt, load
 def test_arms_cover_every_comparison_once():
     comparisons = book_arms(elbo_nt_at_budget=1)
     names = [a.name for a in unique_arms(comparisons)]
-    assert names == ["bgpo-nt4", "elbo-nt4", "bgpo-nt16", "elbo-nt1", "bgpo-nt1", "bgpo-nt2", "bgpo-nt8",
-                     "bgpo-nt4-x4", "elbo-nt4-x4", "d1"]
+    assert names == ["bgpo-nt1", "bgpo-nt4", "bgpo-nt16", "elbo-nt1", "d1"]
     assert comparisons["equal_memory"] == [Arm("bgpo", 16), Arm("elbo", 1)]
 
 
@@ -26,13 +25,13 @@ def test_equal_memory_picks_largest_elbo_nt_within_bgpo_bytes():
     assert equal_memory_nt(pd.DataFrame(rows), 16) == 4
 
 
-def test_table_is_mean_and_sample_std_over_seeds():
+def test_table_is_mean_sample_std_and_standard_error_over_seeds():
     summary = pd.DataFrame({"arm": ["a", "a", "a", "b"], "objective": ["bgpo"] * 3 + ["elbo"], "n_t": [4, 4, 4, 1],
-                            "ppo_epochs": 1, "seed": [0, 1, 2, 0], "final_accuracy": [0.2, 0.4, 0.6, 0.5],
-                            "final_reward": [0.5] * 4, "train_reward_last": [0.7] * 4})
-    t = table(summary).set_index("arm")
-    assert t.loc["a", "final_accuracy_mean"] == pytest.approx(0.4)
-    assert t.loc["a", "final_accuracy_std"] == pytest.approx(0.2)  # sample std of 0.2, 0.4, 0.6
+                            "ppo_epochs": 1, "seed": [0, 1, 2, 0], "final_cell_accuracy": [0.2, 0.4, 0.6, 0.5]})
+    t = table(summary, ["final_cell_accuracy"]).set_index("arm")
+    assert t.loc["a", "final_cell_accuracy_mean"] == pytest.approx(0.4)
+    assert t.loc["a", "final_cell_accuracy_std"] == pytest.approx(0.2)  # sample std of 0.2, 0.4, 0.6
+    assert t.loc["a", "final_cell_accuracy_se"] == pytest.approx(0.2 / 3 ** 0.5)
     assert t.loc["a", "seeds"] == 3 and t.loc["b", "seeds"] == 1
 
 
@@ -48,7 +47,8 @@ def _fake_train(calls):
                 f.write(json.dumps({"step": step, "reward_mean": 0.1 * step, "rollout_s": 1.0, "old_s": 0.5,
                                     "update_s": 2.0}) + "\n")
         with (out / "eval.jsonl").open("a") as f:
-            f.write(json.dumps({"step": cfg.trainer.steps, "accuracy": 0.25, "reward_mean": 0.6}) + "\n")
+            f.write(json.dumps({"step": cfg.trainer.steps, "cell_accuracy": 0.6, "d1_cell_accuracy": 0.55,
+                                "solved": 0.25}) + "\n")
         return out
     return train
 
@@ -62,7 +62,7 @@ def test_run_one_trains_once_then_skips_and_drops_weights(tmp_path, monkeypatch)
     (stale / "metrics.jsonl").write_text('{"step": 1, "reward_mean": 9}\n')  # killed before any checkpoint
     first = run_one(s, Arm("bgpo", 4), 1, tmp_path / "runs")
     assert calls == [("bgpo", 4, 1, True)]
-    assert first["final_accuracy"] == 0.25 and first["steps"] == 3
+    assert first["final_solved"] == 0.25 and first["final_cell_accuracy"] == 0.6 and first["steps"] == 3
     assert first["train_reward_last"] == pytest.approx(0.2)  # stale row gone: mean of 0.1, 0.2, 0.3
     assert first["compute_s"] == pytest.approx(10.5)
     assert not (stale / "checkpoints").exists() and not (stale / "final").exists()
@@ -74,7 +74,7 @@ def test_summarize_unfinished_run_raises(tmp_path):
     from bgpo.errors import BGPOError
 
     with pytest.raises(BGPOError, match="did not finish"):
-        summarize_run(tmp_path, Arm("d1"), 0)
+        summarize_run(tmp_path, Arm("d1"), 0, ("cell_accuracy",))
 
 
 def test_load_curves_prepends_the_warm_start(tmp_path, monkeypatch):
@@ -82,25 +82,41 @@ def test_load_curves_prepends_the_warm_start(tmp_path, monkeypatch):
     s = GridSettings(init_from="sft", steps=2)
     rows = [run_one(s, arm, 0, tmp_path / "runs") for arm in (Arm("bgpo", 1), Arm("d1"))]
     pd.DataFrame(rows).to_csv(tmp_path / "summary.csv", index=False)
-    pd.DataFrame([{"seed": 0, "step": 0, "accuracy": 0.2, "reward_mean": 0.5}]).to_csv(tmp_path / "initial.csv")
+    (tmp_path / "initial.json").write_text(json.dumps({"step": 0, "cell_accuracy": 0.5, "solved": 0.2}))
     train, evals = load_curves(tmp_path)
     assert len(train) == 4 and set(train["arm"]) == {"bgpo-nt1", "d1"}
-    assert evals.sort_values(["arm", "step"])["accuracy"].tolist() == [0.2, 0.25, 0.2, 0.25]
+    assert evals.sort_values(["arm", "step"])["solved"].tolist() == [0.2, 0.25, 0.2, 0.25]
 
 
 def test_overrides_are_valid_trainer_config():
     cfg = GridSettings(init_from="some/dir", steps=7).config(Arm("elbo", 8, 4), seed=2)
     assert (cfg.objective.name, cfg.objective.n_t, cfg.objective.ppo_epochs) == ("elbo", 8, 4)
     assert cfg.trainer.seed == 2 and cfg.trainer.steps == 7 and cfg.trainer.eval_limit is None
-    assert cfg.model.init_from == "some/dir"
+    assert cfg.trainer.eval_steps is None  # one token per sampler step, as the papers evaluate
+    assert cfg.model.init_from == "some/dir" and cfg.data.num_test == 1024
 
 
-def test_accuracy_change_is_paired_by_seed():
-    from bgpo.experiment import with_warm_start
+def test_bad_grid_settings_name_the_field():
+    from bgpo.errors import BGPOError
 
-    summary = pd.DataFrame({"seed": [0, 1, 0], "final_accuracy": [0.3, 0.1, 0.2]})
-    initial = pd.DataFrame({"seed": [0, 1], "accuracy": [0.25, 0.2]})
-    assert with_warm_start(summary, initial)["accuracy_change"].tolist() == pytest.approx([0.05, -0.1, -0.05])
+    with pytest.raises(BGPOError, match="group_size=1"):
+        GridSettings(group_size=1).check()
+    with pytest.raises(BGPOError, match="num_test"):
+        GridSettings(num_test=2000).check()  # larger than the held-out pool
+
+
+def test_changes_are_paired_with_the_warm_start_and_the_outcome_has_standard_errors():
+    from bgpo.experiment import outcome, with_warm_start
+
+    summary = pd.DataFrame({"arm": ["a", "a", "b"], "objective": ["bgpo", "bgpo", "d1"], "n_t": [4, 4, 1],
+                            "seed": [0, 1, 0], "final_cell_accuracy": [0.83, 0.85, 0.78]})
+    paired = with_warm_start(summary, {"cell_accuracy": 0.8}, ["cell_accuracy"])
+    assert paired["delta_cell_accuracy"].tolist() == pytest.approx([0.03, 0.05, -0.02])
+    result = outcome(paired, {"cell_accuracy": 0.8}, "cell_accuracy", 1024)
+    assert result["warm_start"] == 0.8 and result["pool_size"] == 1024
+    assert result["arms"]["a"]["delta_mean"] == pytest.approx(0.04)
+    assert result["arms"]["a"]["delta_se"] == pytest.approx(0.01)  # std 0.01414 / sqrt(2)
+    assert result["arms"]["b"]["delta_se"] is None  # one seed: no standard error
 
 
 def test_numbers_quoted_in_the_chapters_match_the_committed_grid():
