@@ -53,6 +53,13 @@ class ModelConfig:
     tokenizer: str | None = _field(None, "tokenizer dir/hub id; empty = the built-in character tokenizer"
                                    " (or `path`'s tokenizer when `path` is set)", nullable=True)
     gradient_checkpointing: bool = _field(False, "recompute block activations in backward (less memory, ~30% slower)")
+    dtype: str = _field("float32", "weight dtype when building or loading the model: float32 (bf16 compute via"
+                        " trainer.mixed_precision) | bfloat16 (half the memory; train with optim.name adamw8bit-sr"
+                        " or adamw-sr) | float16 (inference)", choices=("float32", "bfloat16", "float16"))
+    packed_attention: str = _field("varlen", "kernel of packed micro-batches on CUDA in half precision: varlen"
+                                   " (PyTorch's varlen_attn) | flash-attn (needs the flash-attn package) | sdpa"
+                                   " (block-diagonal mask); on CPU always sdpa",
+                                   choices=("varlen", "flash-attn", "sdpa"))
 
 
 @dataclass
@@ -98,6 +105,9 @@ class ObjectiveConfig:
 
 @dataclass
 class OptimConfig:
+    name: str = _field("adamw", "adamw (torch; float32 weights) | adamw-sr (torchao, bf16 weights, stochastic"
+                       " rounding) | adamw8bit-sr (torchao 8-bit states + bf16 stochastic rounding: one GPU)",
+                       choices=("adamw", "adamw-sr", "adamw8bit-sr"))
     lr: float = _field(5e-7, "AdamW learning rate", lo=0.0, hi=1.0)
     weight_decay: float = _field(0.01, "AdamW decoupled weight decay", lo=0.0, hi=1.0)
     beta1: float = _field(0.9, "AdamW beta1", lo=0.0, hi=0.999999)
