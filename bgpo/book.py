@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import numbers
 import os
 import platform
 import re
@@ -152,6 +153,31 @@ def render_masked(tokenizer, input_ids: torch.Tensor, mask: torch.Tensor, respon
         else:
             pieces.append(tokenizer.convert_ids_to_tokens(token))
     return "".join(pieces)
+
+
+MISSING = "—"
+
+
+def display_table(df: pd.DataFrame, formats: dict[str, str] | None = None, default: str = "{:g}") -> pd.DataFrame:
+    """``df`` with every value formatted as text for the page: missing values as ``—``, never NaN.
+
+    ``formats`` maps a column to a format string (``"{:.1f}"``); other numbers use ``default``. Text is
+    left as it is. A chapter says in prose or in the caption what a ``—`` stands for.
+    """
+    formats = formats or {}
+
+    def cell(value: object, fmt: str) -> str:
+        if value is None or (not isinstance(value, str) and pd.isna(value)):
+            return MISSING
+        if pd.api.types.is_bool(value) or not isinstance(value, numbers.Real):
+            return str(value)
+        return fmt.format(value)
+
+    out = df.copy().astype(object)
+    for column in out.columns:
+        fmt = formats.get(column, default)
+        out[column] = [cell(v, fmt) for v in df[column]]
+    return out
 
 
 def flat_grad(model: torch.nn.Module) -> torch.Tensor:

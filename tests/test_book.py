@@ -435,3 +435,15 @@ def test_quarto_wraps_code_and_outputs_and_links_no_placeholder_repository():
         assert "repo-actions" not in config["book"], "repo-actions without repo-url"
     else:
         assert "github.com/bgpo-book/bgpo-book" not in repo and "OWNER" not in repo, f"placeholder repo-url {repo}"
+
+
+def test_display_table_shows_missing_values_as_a_dash():
+    import numpy as np
+    import pandas as pd
+
+    df = pd.DataFrame({"a": [1.0, np.nan], "b": ["x", None], "c": [True, False], "d": [0.12345, 2.0],
+                       "e": np.array([3, 40], dtype=np.int64)})
+    shown = book.display_table(df, {"d": "{:.2f}"})
+    assert shown.to_dict("list") == {"a": ["1", "—"], "b": ["x", "—"], "c": ["True", "False"], "d": ["0.12", "2.00"],
+                                     "e": ["3", "40"]}
+    assert not RAW_MISSING.search(shown.to_html())

@@ -136,3 +136,16 @@ def test_every_method_gets_its_own_colour():
     colours = {tuple(p.get_facecolor()) for p in fig.axes[0].patches}
     assert len(colours) == 6
     plt.close(fig)
+
+
+def test_memory_vs_nt_linear_axis_and_bgpo_visible_under_d1():
+    """Linear n_t axis (linear growth is a straight line); d1 drawn dashed over BGPO when they coincide."""
+    rows = [{"objective": o, "n_t": n, "activation_bytes": 2**20 * (n if o == "elbo" else 1), "seconds": 1.0}
+            for o in ("bgpo", "elbo", "d1") for n in (1, 4, 16)]
+    fig = figures.memory_vs_nt(rows)
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "linear"
+    bgpo, elbo, d1 = ax.lines[:3]
+    assert d1.get_linestyle() == "--" and d1.get_zorder() > bgpo.get_zorder()
+    assert bgpo.get_linewidth() > d1.get_linewidth() and bgpo.get_marker() != d1.get_marker()
+    plt.close(fig)
