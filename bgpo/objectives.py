@@ -12,13 +12,13 @@ sequence likelihood ratio is estimated and, therefore, in what must be held in m
 * ``d1`` — diffu-GRPO's one-step estimate: per-token log-probabilities from a single forward with
   the completion fully masked and prompt tokens masked with probability 0.15.
 
-Equations follow ``bgpo-math.md`` §2–§4 of the book; clipping details follow the public verl-based
+Equations are those of the BGPO paper (Lin et al., 2026, §3) and of the book's derivation chapter; clipping follows the public verl-based
 re-implementation (DARE), which carries the BGPO authors' code.
 """
 
 from __future__ import annotations
 
-import math
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -83,7 +83,7 @@ def bgpo_ratio(delta: Tensor, advantages: Tensor) -> Tensor:
 
 
 def bgpo_loss(l_new: Tensor, l_old: Tensor, advantages: Tensor, clip_eps: float | None = 0.2,
-              dual_clip: float | None = 3.0) -> tuple[Tensor, dict[str, float]]:
+              dual_clip: float | None = 3.0) -> tuple[Tensor, dict[str, Tensor]]:
     """BGPO loss of ONE MC sample ``j``: ``mean_b ppo_clip(r_j, A)`` with ``r_j`` from :func:`bgpo_ratio`.
 
     ``l_new``, ``l_old``, ``advantages`` are ``(B,)``. The full objective is the mean over ``j`` of
@@ -92,11 +92,11 @@ def bgpo_loss(l_new: Tensor, l_old: Tensor, advantages: Tensor, clip_eps: float 
     _check(l_new, l_old, advantages, 1)
     ratio = bgpo_ratio(l_new - l_old.detach(), advantages)
     loss, clipped = ppo_clip(ratio, advantages, clip_eps, dual_clip)
-    return loss.mean(), {"clip_frac": clipped.float().mean().item(), "ratio": ratio.detach().mean().item()}
+    return loss.mean(), {"clip_frac": clipped.float().mean(), "ratio": ratio.detach().mean()}
 
 
 def elbo_loss(l_new: Tensor, l_old: Tensor, advantages: Tensor, clip_eps: float | None = 0.2,
-              dual_clip: float | None = 3.0) -> tuple[Tensor, dict[str, float]]:
+              dual_clip: float | None = 3.0) -> tuple[Tensor, dict[str, Tensor]]:
     """ELBO-based objective: ``rho = exp((1/n_t) sum_j delta_j)``, loss ``mean_b ppo_clip(rho, A)``.
 
     ``l_new``, ``l_old`` are ``(B, n_t)``. The gradient of every sample depends on all others
@@ -105,11 +105,11 @@ def elbo_loss(l_new: Tensor, l_old: Tensor, advantages: Tensor, clip_eps: float 
     _check(l_new, l_old, advantages, 2)
     ratio = torch.exp((l_new - l_old.detach()).mean(1))  # (B,)
     loss, clipped = ppo_clip(ratio, advantages, clip_eps, dual_clip)
-    return loss.mean(), {"clip_frac": clipped.float().mean().item(), "ratio": ratio.detach().mean().item()}
+    return loss.mean(), {"clip_frac": clipped.float().mean(), "ratio": ratio.detach().mean()}
 
 
 def d1_loss(logp_new: Tensor, logp_old: Tensor, token_mask: Tensor, advantages: Tensor,
-            clip_eps: float | None = 0.2, dual_clip: float | None = None) -> tuple[Tensor, dict[str, float]]:
+            clip_eps: float | None = 0.2, dual_clip: float | None = None) -> tuple[Tensor, dict[str, Tensor]]:
     """diffu-GRPO (d1): per-token ratios ``exp(log p_theta(y^i) - log p_old(y^i))``, clipped per token.
 
     ``logp_*`` and ``token_mask`` are ``(B, T)``; the loss is the mean over completion tokens of each
@@ -122,8 +122,9 @@ def d1_loss(logp_new: Tensor, logp_old: Tensor, token_mask: Tensor, advantages: 
     loss, clipped = ppo_clip(ratio, advantages[:, None], clip_eps, dual_clip)
     n_tokens = token_mask.sum(-1).clamp(min=1)
     per_seq = (loss * token_mask).sum(-1) / n_tokens
-    clip_frac = ((clipped & token_mask).sum() / token_mask.sum().clamp(min=1)).item()
-    return per_seq.mean(), {"clip_frac": clip_frac, "ratio": (ratio * token_mask).sum().item() / max(token_mask.sum().item(), 1)}
+    n_masked = token_mask.sum().clamp(min=1)
+    return per_seq.mean(), {"clip_frac": (clipped & token_mask).sum() / n_masked,
+                            "ratio": (ratio.detach() * token_mask).sum() / n_masked}
 
 
 def d1_masks(input_ids: Tensor, response_mask: Tensor, attention_mask: Tensor | None = None,
@@ -211,45 +212,56 @@ def _micro_batches(n: int, size: int | None) -> list[slice]:
 
 def update(objective: str, model: torch.nn.Module, batch: RolloutBatch, *, clip_eps: float | None = 0.2,
            dual_clip: float | None = 3.0, micro_batch_size: int | None = None, scale: float = 1.0,
-           packed: bool = False) -> dict[str, float]:
+           packed: bool = False, accelerator=None) -> dict[str, float]:
     """Forward + backward of one objective on a rollout batch; accumulates ``.grad`` (no optimiser step).
 
-    * ``bgpo``: for each micro-batch and each MC sample ``j``, ``loss_j / (n_micro-weight * n_t)`` is
+    * ``bgpo``: for each micro-batch and each MC sample ``j``, ``loss_j * weight / n_t`` is
       back-propagated at once, freeing that sample's graph — peak memory of ONE sample.
     * ``elbo``: for each micro-batch, all ``n_t`` terms are built into one graph, then one backward.
     * ``d1``: one forward per micro-batch on the one-step mask.
 
-    The loss is the mean over responses (and over ``j``), multiplied by ``scale`` (e.g. a
-    gradient-accumulation factor). ``packed=True`` runs the model on padding-free packed sequences.
-    Returns the objective's loss value and clip statistics.
+    The loss is the mean over responses (and over ``j``), multiplied by ``scale``. ``packed=True`` runs
+    the model on padding-free packed sequences.
+
+    With an ``accelerator`` (several processes), every backward goes through ``accelerator.backward``
+    (fp16 loss scaling) and all but the last run under ``accelerator.no_sync``: ONE gradient
+    all-reduce / reduce-scatter per call, not one per MC sample (under FSDP the unsharded gradient
+    accumulates locally until then). Statistics stay on the device until the end (one host sync), and
+    a non-finite loss on any rank is agreed on by all ranks before anyone raises, so none is left
+    waiting in a collective.
     """
     _objective(objective)
     if batch.old is None:
         raise BGPOError("batch.old is empty: call prepare_old(model, batch, objective) before update()")
     B, n_t = batch.input_ids.shape[0], batch.masks.shape[1]
-    total = {"loss": 0.0, "clip_frac": 0.0, "ratio": 0.0}
+    micro = _micro_batches(B, micro_batch_size)
+    units = [(rows, j) for rows in micro for j in (range(n_t) if objective == "bgpo" else [None])]
+    total = torch.zeros(4, dtype=torch.float64, device=batch.input_ids.device)  # loss, clip_frac, ratio, bad
 
-    def add(loss: Tensor, stats: dict[str, float], weight: float) -> None:
-        if not torch.isfinite(loss):
-            raise BGPOError(f"{objective} loss is {loss.item()}: lower the learning rate or check the model output")
-        (loss * weight * scale).backward()
-        total["loss"] += loss.item() * weight
-        total["clip_frac"] += stats["clip_frac"] * weight
-        total["ratio"] += stats["ratio"] * weight
-
-    for rows in _micro_batches(B, micro_batch_size):
+    for i, (rows, j) in enumerate(units):
         mb = batch.select(rows)
-        weight = mb.input_ids.shape[0] / B
-        if objective == "bgpo":
-            for j in range(n_t):
+        weight = mb.input_ids.shape[0] / B / (n_t if objective == "bgpo" else 1)
+        last = i == len(units) - 1
+        with accelerator.no_sync(model) if accelerator is not None and not last else contextlib.nullcontext():
+            if objective == "bgpo":
                 loss, stats = bgpo_loss(_terms(model, mb, objective, j, packed), mb.old[:, j], mb.advantages,
                                         clip_eps, dual_clip)
-                add(loss, stats, weight / n_t)
-        elif objective == "elbo":
-            l_new = torch.stack([_terms(model, mb, objective, j, packed) for j in range(n_t)], 1)  # (b, n_t), one graph
-            add(*elbo_loss(l_new, mb.old, mb.advantages, clip_eps, dual_clip), weight)
-        else:
-            add(*d1_loss(_terms(model, mb, objective, 0, packed), mb.old, mb.masks[:, 0] & mb.response_mask,
-                         mb.advantages, clip_eps), weight)
-    total["n_forward"] = float(math.ceil(B / (micro_batch_size or B)) * (1 if objective == "d1" else n_t))
-    return total
+            elif objective == "elbo":
+                l_new = torch.stack([_terms(model, mb, objective, k, packed) for k in range(n_t)], 1)  # (b, n_t)
+                loss, stats = elbo_loss(l_new, mb.old, mb.advantages, clip_eps, dual_clip)
+            else:
+                loss, stats = d1_loss(_terms(model, mb, objective, 0, packed), mb.old,
+                                      mb.masks[:, 0] & mb.response_mask, mb.advantages, clip_eps)
+            if accelerator is not None:
+                accelerator.backward(loss * weight * scale)
+            else:
+                (loss * weight * scale).backward()
+        total += torch.stack([loss.detach() * weight, stats["clip_frac"] * weight, stats["ratio"] * weight,
+                              (~torch.isfinite(loss.detach())).double()])
+    if accelerator is not None and accelerator.num_processes > 1:
+        total[3] = accelerator.reduce(total[3:], "sum")[0]  # every rank learns of any rank's bad loss
+    loss, clip_frac, ratio, bad = total.tolist()
+    if bad:
+        raise BGPOError(f"{objective} loss is not finite on {int(bad)} backward(s): lower the learning rate or check "
+                        f"the model output")
+    return {"loss": loss, "clip_frac": clip_frac, "ratio": ratio, "n_forward": float(len(micro) * (1 if objective == "d1" else n_t))}

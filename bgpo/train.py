@@ -141,7 +141,7 @@ def step(run: Run, s: int) -> dict:
     for _ in range(obj.ppo_epochs):
         run.optimizer.zero_grad(set_to_none=True)
         stats = update(obj.name, run.model, batch, clip_eps=obj.clip_eps, dual_clip=obj.dual_clip,
-                       micro_batch_size=obj.micro_batch_size, packed=obj.packed)
+                       micro_batch_size=obj.micro_batch_size, packed=obj.packed, accelerator=acc)
         # grad_clip 0 = no clipping: an infinite max norm only measures the norm
         grad_norm = acc.clip_grad_norm_(run.model.parameters(), cfg.optim.grad_clip or float("inf"))
         run.optimizer.step()
