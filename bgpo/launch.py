@@ -8,8 +8,9 @@ processes are started. This module writes that part down::
       -> runs/launch/bgpo_train.sbatch      one task per node, `srun accelerate launch ... bgpo train`
       -> prints the command (or runs it with --run)
 
-The FSDP settings follow the paper's recipe (bgpo-math.md §6): full sharding over all GPUs, bf16
-mixed precision, no CPU offload, activation checkpointing only if the config asks for it.
+The FSDP settings follow the authors' recipe (their README and the verl-based re-implementation; the book's
+*Full-scale runs* chapter, ``notebooks/06-full-scale.ipynb``): full sharding over all GPUs, bf16 mixed
+precision, no CPU offload, activation checkpointing only if the config asks for it.
 """
 
 from __future__ import annotations
@@ -41,8 +42,47 @@ class LaunchPlan:
         lines = [f"accelerate config: {self.accelerate_config}"]
         if self.sbatch_script:
             lines.append(f"sbatch script:     {self.sbatch_script}")
-        lines.append("command: " + shlex.join(self.command))
+        lines.append("command:\n" + wrap_command(self.command))
         return "\n".join(lines)
+
+
+def wrap_command(command: list[str], width: int = 96, indent: str = "    ") -> str:
+    """``command`` as a shell line broken with `` \\`` continuations, so it fits a page and still pastes
+    into a shell. An option stays on one line with its value."""
+    words = [shlex.quote(w) for w in command]
+    units: list[str] = []
+    for word in words:
+        if units and units[-1].startswith("-") and " " not in units[-1] and not word.startswith("-"):
+            units[-1] += " " + word
+        else:
+            units.append(word)
+    lines, line = [], ""
+    for unit in units:
+        if line and len(line) + 1 + len(unit) > width - 2:
+            lines.append(line + " \\")
+            line = indent + unit
+        else:
+            line = f"{line} {unit}" if line else unit
+    return "\n".join(lines + [line])
+
+
+def check_batch_split(prompts_per_step: int, group_size: int, world: int) -> None:
+    """Raise BGPOError unless the step's prompts split evenly over the ``world`` processes.
+
+    Each process samples the whole group of ``group_size`` responses for its own prompts (the group is
+    what the advantages are computed over), so a process gets ``prompts_per_step / world`` whole prompts.
+    The message says what the batch means at this scale and the two ways out.
+    """
+    if prompts_per_step % world == 0:
+        return
+    up = -(-prompts_per_step // world) * world
+    down = max(w for w in range(1, world + 1) if prompts_per_step % w == 0)
+    raise BGPOError(
+        f"rollout.prompts_per_step ({prompts_per_step}) must be divisible by the {world} processes: each process "
+        f"samples whole groups of {group_size} responses for its own prompts. A step is {prompts_per_step} prompts x "
+        f"{group_size} = {prompts_per_step * group_size} rollouts; on {world} GPUs either raise prompts_per_step to "
+        f"{up} ({up * group_size} rollouts per step, {up / prompts_per_step:g}x this batch) or use {down} GPUs "
+        f"({prompts_per_step // down} prompt(s) each) to keep it")
 
 
 def accelerate_config(nodes: int, gpus_per_node: int, *, mixed_precision: str = "bf16",
@@ -112,10 +152,7 @@ def launch(config: str | Path, *, nodes: int = 1, gpus_per_node: int = 8, launch
     if launcher not in ("accelerate", "slurm"):
         raise BGPOError(f"--launcher must be 'accelerate' or 'slurm', got {launcher!r}")
     cfg = load_config(config, overrides)  # fail here, not on the cluster, if the config is bad
-    world = nodes * gpus_per_node
-    if cfg.rollout.prompts_per_step % world:
-        raise BGPOError(f"rollout.prompts_per_step ({cfg.rollout.prompts_per_step}) must be divisible by the "
-                        f"{world} processes; change it or the GPU count")
+    check_batch_split(cfg.rollout.prompts_per_step, cfg.rollout.group_size, nodes * gpus_per_node)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     accel_path = out / "accelerate_fsdp.yaml"

@@ -39,3 +39,28 @@ def test_multi_node_accelerate_needs_node0_address(tmp_path, monkeypatch):
     assert "NODE0_ADDRESS" in dry.accelerate_config.read_text()
     real = launch("llada8b-math", nodes=2, gpus_per_node=8, output_dir=tmp_path, main_process_ip="10.0.0.1")
     assert "main_process_ip: 10.0.0.1" in real.accelerate_config.read_text()
+
+
+def test_printed_command_fits_a_page_and_pastes_into_a_shell(tmp_path, monkeypatch):
+    import shlex
+
+    from bgpo.launch import wrap_command
+
+    monkeypatch.chdir(tmp_path)
+    plan = launch("llada8b-math", nodes=1, gpus_per_node=8, output_dir="runs/launch",
+                  overrides=["model.path=/models/LLaDA-8B-Instruct", "trainer.output_dir=runs/a-long-folder-name"])
+    text = wrap_command(plan.command)
+    assert all(len(line) <= 96 for line in text.splitlines()) and len(text.splitlines()) > 1
+    assert shlex.split(text.replace("\\\n", " ")) == plan.command
+    assert "--set model.path=/models/LLaDA-8B-Instruct" in text  # an option keeps its value on its line
+
+
+def test_batch_split_error_says_what_the_batch_means_and_how_to_fix_it():
+    from bgpo.launch import check_batch_split
+
+    check_batch_split(16, 8, 8)
+    with pytest.raises(BGPOError) as err:
+        check_batch_split(16, 8, 32)
+    message = str(err.value)
+    assert "16 prompts x 8 = 128 rollouts" in message
+    assert "raise prompts_per_step to 32" in message and "use 16 GPUs" in message
