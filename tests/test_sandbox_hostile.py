@@ -1,0 +1,242 @@
+"""The code reward against hostile programs, through the code task's public reward path.
+
+Three families. *Refused* attacks try something the sandbox must stop and then define a correct
+``add``: had the attack worked, the program would score 1, so a 0 means it was stopped. *Contained*
+attacks (swarms, escapes, cleanup sabotage) define a wrong ``add``; what matters is that the caller
+lives, nothing outside changes, nothing keeps running and the sandbox directory goes. *Forgeries*
+define a wrong ``add`` and try to make the verdict say 1 anyway. Every program is scored on a
+call-style example (an assert line with inputs it never saw) and on a judged one (random inputs
+checked in the judge process); all run concurrently in one batch.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from bgpo import sandbox
+from bgpo.tasks import code as code_task
+from bgpo.tasks import get_task
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the sandbox's isolation is Linux-only")
+
+FAST = sandbox.Limits(cpu_seconds=2, wall_seconds=4.0, memory_bytes=256 << 20, output_bytes=256 << 10)
+ADD = "\ndef add(a, b):\n    return a + b\n"
+WRONG = "\ndef add(a, b):\n    return 0\n"
+MARK = str(900000 + os.getpid() % 99999)  # in the command line of every process an attack starts
+
+# _posixsubprocess loaded without an import event, then a shell started through it (CPython 3.11)
+SHELL = """
+import _imp, importlib.machinery
+_ps = _imp.create_builtin(importlib.machinery.ModuleSpec('_posixsubprocess', None))
+def shell(script, setsid=False):
+    return _ps.fork_exec([b'/bin/sh', b'-c', script.encode()], [b'/bin/sh'], True, (), None, None,
+                         -1, -1, -1, -1, -1, -1, *__import__('os').pipe(), False, setsid, -1,
+                         None, None, None, -1, None, False)
+"""
+
+
+def refused(outside: Path, keep: Path, port: int, sentinel: int, caller: int) -> dict[str, str]:
+    out = str(outside)
+    return {
+        "write outside": f"open({out!r} + '/pwned', 'w').write('x')",
+        "delete outside": f"import os\nos.remove({str(keep)!r})",
+        "rename outside": f"import os\nos.rename({str(keep)!r}, {out!r} + '/moved')",
+        "truncate outside": f"import os\nos.truncate({str(keep)!r}, 0)",
+        "chmod outside": f"import os\nos.chmod({str(keep)!r}, 0o777)",
+        "write to /dev/shm": f"open('/dev/shm/bgpo-pwned-{MARK}', 'w').write('x')",
+        "open with dir_fd outside": f"import os\nfd = os.open({out!r}, os.O_RDONLY)\n"
+                                    "os.write(os.open('pwned', os.O_CREAT | os.O_WRONLY, 0o666, dir_fd=fd), b'x')",
+        "mkdir with dir_fd outside": f"import os\nos.mkdir('pwned', dir_fd=os.open({out!r}, os.O_RDONLY))",
+        "mkfifo outside (no audit event)": f"import os\nos.mkfifo({out!r} + '/fifo')",
+        "mknod outside (no audit event)": f"import os, stat\nos.mknod({out!r} + '/node', 0o666 | stat.S_IFREG)",
+        "symlink then write through it": f"import os\nos.symlink({out!r}, 'link')\nopen('link/pwned', 'w').write('x')",
+        "hard link then write": f"import os\nos.link({str(keep)!r}, 'h')\nopen('h', 'w').write('x')",
+        "disarm the guard through gc": "import gc\nhooks = [o for o in gc.get_objects() if callable(o)]\n"
+                                       f"open({out!r} + '/pwned', 'w').write('x')",
+        "patch os.path then write": "import os, posixpath\nos.path.realpath = os.path.abspath = lambda p: '/x'\n"
+                                    f"posixpath.normpath = lambda p: '/x'\nopen({out!r} + '/pwned', 'w').write('x')",
+        "patch builtins then write": "import builtins\nbuiltins.isinstance = lambda *a: True\nbuiltins.any = lambda *a: False\n"
+                                     f"open({out!r} + '/pwned', 'w').write('x')",
+        "shell through an unaudited import": SHELL + f"shell('echo x > {out}/shell; sleep 1')\n"
+                                                     f"import time\ntime.sleep(1.5)\nopen({out!r} + '/shell').read()",
+        "socket": f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=1)",
+        "socket via importlib": f"import importlib\ns = importlib.import_module('_socket').socket()\n"
+                                f"s.connect(('127.0.0.1', {port}))",
+        "socket under a dotted alias": "import sys, types\nsys.modules['x'] = types.ModuleType('x')\n"
+                                       "sys.modules['x'].__path__ = []\nimport x._socket",
+        "subprocess": "import subprocess\nsubprocess.run(['true'])",
+        "os.system": "import os\nassert os.system('true') == 0",
+        "ctypes": "import ctypes\nctypes.CDLL(None).getpid()",
+        "kill the caller": f"import os, signal\nos.kill({caller}, signal.SIGKILL)",
+        "kill a sibling": f"import os, signal\nos.kill({sentinel}, signal.SIGKILL)",
+        "caller environment via /proc": f"assert b's3cret' in open('/proc/{caller}/environ', 'rb').read()",
+        "caller memory via /proc": f"open('/proc/{caller}/mem', 'rb')",
+        "own memory via /proc/self/mem": "open('/proc/self/mem', 'r+b')",
+        "environment secret": "import os\nassert os.environ['BGPO_TEST_SECRET'] == 's3cret'",
+    }
+
+
+def contained(outside: Path) -> dict[str, str]:
+    return {
+        "fork bomb": "import os\nwhile True:\n    os.fork()",
+        "process swarm through an unaudited import": SHELL + "for _ in range(200):\n"
+                                                             f"    shell('while :; do sleep {MARK} & done')",
+        "escape with setsid": SHELL + f"shell('sleep {MARK}', setsid=True)\nshell('nohup sleep {MARK} &', setsid=True)",
+        "kill everything it may": SHELL + "shell('kill -9 -1')\nimport time\ntime.sleep(0.5)",
+        "memory bomb": "blocks = []\nwhile True:\n    blocks.append(bytearray(50_000_000))",
+        "infinite loop ignoring signals": "import signal\nfor s in (signal.SIGTERM, signal.SIGINT, signal.SIGXCPU):\n"
+                                          "    signal.signal(s, signal.SIG_IGN)\nwhile True:\n    pass",
+        "sleep past the timeout": "import time\ntime.sleep(60)",
+        "huge output": "while True:\n    print('x' * 100_000)",
+        "big file": "open('big.bin', 'wb').write(b'x' * (8 << 20))",
+        "deep directory tree": "import os\nfor _ in range(1200):\n    os.mkdir('d' * 10)\n    os.chdir('d' * 10)",
+        "unreadable directories": "import os\nos.makedirs('a/b/c')\nopen('a/b/c/f', 'w').close()\n"
+                                  "os.chmod('a/b', 0)\nos.chmod('a', 0)\nos.chmod('.', 0o500)",
+        "FIFO left in the working directory": "import os\nos.mkfifo('fifo')\nos.mkfifo('tmp.fifo')",
+    }
+
+
+def forgeries() -> dict[str, str]:
+    return {
+        "AlwaysEqual object": "class E:\n    def __eq__(self, other):\n        return True\n"
+                              "def add(a, b):\n    return E()",
+        "AlwaysEqual int subclass": "class E(int):\n    def __eq__(self, other):\n        return True\n"
+                                    "    __hash__ = int.__hash__\ndef add(a, b):\n    return E(0)",
+        "AlwaysEqual list subclass": "class E(list):\n    def __eq__(self, other):\n        return True\n"
+                                     "def add(a, b):\n    return E()",
+        "patch the harness through frames": "import sys\nf = sys._getframe()\nwhile f:\n"
+                                            "    f.f_globals['encode'] = lambda v, d=0: True\n"
+                                            "    f.f_globals['decode'] = lambda v: None\n    f = f.f_back\n"
+                                            "def add(a, b):\n    return 0",
+        "patch the harness's json": "import json\njson.dumps = lambda *a, **k: '[\"ok\", true]'\n"
+                                    "json.loads = lambda *a, **k: ['add', [], {'dict': []}]\n" + WRONG,
+        "excepthook walks the traceback": "import sys\ndef hook(t, v, tb):\n    while tb.tb_next:\n        tb = tb.tb_next\n"
+                                          "    tb.tb_frame.f_globals['encode'] = lambda v, d=0: True\n"
+                                          "sys.excepthook = hook\n" + WRONG,
+        "spam answers on every fd": "import os\nfor fd in range(3, 64):\n    try:\n"
+                                    "        os.write(fd, b'[\"ok\", true]\\n' * 50)\n    except OSError:\n        pass\n" + WRONG,
+        "exit before answering": "import os\nos._exit(0)\n" + WRONG,
+        "sys.exit inside the call": "import sys\ndef add(a, b):\n    sys.exit(0)",
+        "close every fd": WRONG + "import os\nos.closerange(0, 64)",
+        "read the answers from the caller": "import os\ndef add(a, b):\n"
+                                            "    return [open(f'/proc/{p}/cmdline', 'rb').read() for p in os.listdir('/proc') if p.isdigit()]",
+        "answer with NaN": "def add(a, b):\n    return float('nan')",
+    }
+
+
+def _running(marker: str) -> list[str]:
+    """Command lines of processes that carry ``marker`` (none of ours does)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if marker.encode() in cmdline and b"pytest" not in cmdline:
+                found.append(cmdline.decode(errors="replace"))
+    return found
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
+    return {str(p.relative_to(folder)): (p.lstat().st_mode, p.read_bytes() if p.is_file() else b"")
+            for p in sorted(folder.rglob("*"))}
+
+
+@pytest.fixture(scope="module")
+def hostile_run():
+    # a world-writable folder outside, reachable by `nobody`: only the sandbox stands in the way
+    outside = Path(tempfile.mkdtemp(prefix="bgpo-outside-"))
+    outside.chmod(0o777)
+    keep = outside / "keep.txt"
+    keep.write_text("keep me")
+    keep.chmod(0o666)
+    before = _snapshot(outside)
+    work = Path(tempfile.mkdtemp(prefix="bgpo-work-"))
+    work.chmod(0o755)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.setblocking(False)
+    sentinel = subprocess.Popen(["sleep", "300"])
+    os.environ["BGPO_TEST_SECRET"] = "s3cret"
+    old_limits, old_tempdir = code_task.LIMITS, tempfile.tempdir
+    try:
+        code_task.LIMITS, tempfile.tempdir = FAST, str(work)
+        programs = {name: attack + ADD for name, attack in
+                    refused(outside, keep, listener.getsockname()[1], sentinel.pid, os.getpid()).items()}
+        programs |= {name: attack + WRONG for name, attack in contained(outside).items()}
+        programs |= forgeries()
+        seed = uuid.uuid4().int % 10**6
+        called = {"problem": "Write add(a, b).", "setup": "", "entry_point": "add",
+                  "tests": [{"kind": "assert", "code": f"assert add({seed}, 7) == {seed + 7}"}]}
+        judged = {"problem": "Write add(a, b).", "setup": "", "entry_point": "add", "prefix": "",
+                  "tests": [{"kind": "assert", "code": "import random\ndef check(candidate):\n"
+                             "    for _ in range(5):\n        a, b = random.randint(-9**9, 9**9), random.randint(-9**9, 9**9)\n"
+                             "        assert candidate(a, b) == a + b\ncheck(add)"}]}
+        completions = [f"<answer>\n```python\n{source}\n```\n</answer>" for source in programs.values()]
+        start = time.monotonic()
+        rewards = get_task("code").rewards(completions * 2, [called] * len(programs) + [judged] * len(programs))
+        seconds = time.monotonic() - start
+        time.sleep(0.5)  # anything that escaped would be running now
+        try:
+            listener.accept()
+            connected = True
+        except BlockingIOError:
+            connected = False
+        yield {"names": list(programs), "called": rewards[: len(programs)], "judged": rewards[len(programs):],
+               "seconds": seconds, "running": _running(MARK), "connected": connected, "before": before,
+               "after": _snapshot(outside), "sentinel_alive": sentinel.poll() is None,
+               "leftover": sorted(os.listdir(work)), "stray": list(Path("/dev/shm").glob(f"bgpo-pwned-{MARK}*"))}
+    finally:
+        code_task.LIMITS, tempfile.tempdir = old_limits, old_tempdir
+        os.environ.pop("BGPO_TEST_SECRET", None)
+        sentinel.kill()
+        sentinel.wait()
+        listener.close()
+        sandbox.remove_tree(str(outside))
+        sandbox.remove_tree(str(work))
+
+
+def test_suite_is_large_and_quick(hostile_run):
+    assert len(hostile_run["names"]) >= 50
+    assert hostile_run["seconds"] < 60
+
+
+def test_every_hostile_program_scores_zero(hostile_run):
+    names = hostile_run["names"]
+    assert dict(zip(names, hostile_run["called"])) == {name: 0.0 for name in names}
+    assert dict(zip(names, hostile_run["judged"])) == {name: 0.0 for name in names}
+
+
+def test_the_caller_and_its_neighbours_are_unharmed(hostile_run):
+    assert hostile_run["sentinel_alive"]
+    assert not hostile_run["connected"]
+    assert hostile_run["after"] == hostile_run["before"]
+    assert hostile_run["stray"] == []
+
+
+def test_nothing_keeps_running_and_nothing_is_left(hostile_run):
+    assert hostile_run["running"] == []
+    assert hostile_run["leftover"] == []
+
+
+def test_honest_add_passes_both_examples_in_the_same_setting():
+    """The control: the same examples and limits score 1 for an honest program."""
+    task = get_task("code")
+    examples = [{"problem": "p", "setup": "", "entry_point": "add",
+                 "tests": [{"kind": "assert", "code": "assert add(40, 2) == 42"}]},
+                {"problem": "p", "setup": "", "entry_point": "add", "prefix": "",
+                 "tests": [{"kind": "assert", "code": "import random\ndef check(candidate):\n"
+                            "    a = random.randint(0, 99)\n    assert candidate(a, 1) == a + 1\ncheck(add)"}]}]
+    completion = f"```python\n{ADD}\n```"
+    assert task.rewards([completion] * 2, examples) == [1.0, 1.0]
