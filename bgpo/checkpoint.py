@@ -26,12 +26,36 @@ PREFIX = "step-"
 # ---------------------------------------------------------------------------------------------
 # building and loading the policy
 # ---------------------------------------------------------------------------------------------
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """``device`` or, when not given, the GPU when one is present (else the CPU)."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise BGPOError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise BGPOError(f"--device {device}: no CUDA GPU is visible here; use --device cpu")
+    return dev
+
+
+def add_device_arguments(parser) -> None:
+    """``--device`` / ``--dtype`` of the commands that load a policy (eval, generate, export)."""
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: the GPU when one is present)")
+    parser.add_argument("--dtype", choices=tuple(DTYPES), default=None,
+                        help="weight dtype (default: the run's model.dtype, bfloat16 for the LLaDA-8B presets)")
+
+
 def build_model(model_cfg, load_weights: bool = True):
-    """The policy: ``model.path`` (HF dir / hub id) or a preset, then ``model.init_from`` weights if set."""
+    """The policy in ``model.dtype``: ``model.path`` (HF dir / hub id) or a preset, then ``model.init_from``."""
     from bgpo.model import LLaDAConfig, LLaDAModelLM, preset_config
 
+    dtype = DTYPES[model_cfg.dtype]
     if model_cfg.path and load_weights:
-        model = LLaDAModelLM.from_pretrained(model_cfg.path, **model_cfg.overrides)
+        model = LLaDAModelLM.from_pretrained(model_cfg.path, torch_dtype=dtype, **model_cfg.overrides)
     elif model_cfg.path:
         model = LLaDAModelLM(LLaDAConfig.from_pretrained(model_cfg.path, **model_cfg.overrides))
     else:
@@ -47,7 +71,7 @@ def build_model(model_cfg, load_weights: bool = True):
                             f"(bgpo checkpoint); point it at the SFT output or a step-N checkpoint")
     if model_cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
-    return model
+    return model.to(dtype)
 
 
 def load_weights_file(model: torch.nn.Module, file: Path) -> None:
@@ -88,13 +112,21 @@ def load_model(path: str | Path):
                     f"(state.json + config.yaml); for an FSDP run use its final/ directory")
 
 
-def load_policy(path: str | Path) -> tuple[Any, Any, Config | None]:
-    """Model, tokenizer and (when saved beside it) training config of a checkpoint or HF directory."""
+def load_policy(path: str | Path, device: str | None = None,
+                dtype: str | None = None) -> tuple[Any, Any, Config | None]:
+    """Model (on ``device``, in ``dtype``), tokenizer and (when saved beside it) training config.
+
+    ``device`` defaults to the GPU when one is present; ``dtype`` to the run config's ``model.dtype``
+    (bfloat16 for the LLaDA-8B presets), else float32.
+    """
     from bgpo.data import load_tokenizer
 
     path = Path(path)
-    model = load_model(path)
     cfg = run_config(path)
+    dtype = dtype or (cfg.model.dtype if cfg is not None else "float32")
+    if dtype not in DTYPES:
+        raise BGPOError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    model = load_model(path).to(resolve_device(device), DTYPES[dtype])
     if (path / "tokenizer.json").is_file() or (path / "tokenizer_config.json").is_file():
         tokenizer = load_tokenizer(path)
     elif cfg is not None:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from bgpo.checkpoint import load_policy
+from bgpo.checkpoint import add_device_arguments, load_policy
 from bgpo.config import Config, load_config
 from bgpo.data import default_source, encode_prompts, get_task, load_examples
 from bgpo.diffusion import generate
@@ -70,14 +70,15 @@ def evaluate_examples(model, tokenizer, task, examples: list[dict], cfg: Config,
 def evaluate_checkpoint(checkpoint: str | Path, task: str | None = None, *, split: str = "test",
                         source: str | None = None, limit: int | None = None, gen_length: int | None = None,
                         steps: int | None = None, batch_size: int | None = None, style: str | None = None,
-                        output_dir: str | Path | None = None, overrides: list[str] | None = None) -> dict:
+                        output_dir: str | Path | None = None, overrides: list[str] | None = None,
+                        device: str | None = None, dtype: str | None = None) -> dict:
     """Evaluate a checkpoint dir; write ``generations.jsonl`` and ``scores.json``; return the summary.
 
     Settings not given are taken from the run's config when the checkpoint has one (task, data source,
     prompt style, lengths), else the defaults of :class:`bgpo.config.Config`.
     """
     checkpoint = Path(checkpoint)
-    model, tokenizer, run_cfg = load_policy(checkpoint)
+    model, tokenizer, run_cfg = load_policy(checkpoint, device, dtype)
     cfg = load_config((run_cfg or Config()).to_dict(), overrides)
     if task and task != cfg.data.task:  # another task than the run's: its own default data
         cfg.data.task = task
@@ -112,6 +113,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--style", choices=("chat", "compact"), default=None, help="prompt style (default: the run's)")
     parser.add_argument("--output-dir", default=None, help="where generations.jsonl and scores.json go")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", help="config override")
+    add_device_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -121,6 +123,6 @@ def main(args: argparse.Namespace) -> int:
         summary = evaluate_checkpoint(args.checkpoint, args.task, split=args.split, source=args.source,
                                       limit=args.limit, gen_length=args.gen_length, steps=args.steps,
                                       batch_size=args.batch_size, style=args.style, output_dir=args.output_dir,
-                                      overrides=args.set)
+                                      overrides=args.set, device=args.device, dtype=args.dtype)
     print(json.dumps(summary, indent=2))
     return 0

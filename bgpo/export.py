@@ -10,16 +10,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bgpo.checkpoint import load_policy
+from bgpo.checkpoint import DTYPES, load_policy
 from bgpo.errors import BGPOError
 
 
-def export(checkpoint: str | Path, out: str | Path) -> Path:
+def export(checkpoint: str | Path, out: str | Path, dtype: str | None = None) -> Path:
     """Write ``checkpoint``'s weights and tokenizer to ``out`` as a Hugging Face model dir; return ``out``."""
     checkpoint, out = Path(checkpoint), Path(out)
     if out.exists() and any(out.iterdir()):
         raise BGPOError(f"{out} exists and is not empty; choose a new output directory")
-    model, tokenizer, _ = load_policy(checkpoint)
+    model, tokenizer, _ = load_policy(checkpoint, "cpu", dtype)
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     return out
@@ -28,9 +28,11 @@ def export(checkpoint: str | Path, out: str | Path) -> Path:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="a `bgpo train` checkpoint (run/checkpoints/step-N) or a run's final/ dir")
     parser.add_argument("out", help="new directory for the Hugging Face model")
+    parser.add_argument("--dtype", choices=tuple(DTYPES), default=None,
+                        help="weight dtype written (default: the run's model.dtype)")
 
 
 def main(args: argparse.Namespace) -> int:
-    out = export(args.checkpoint, args.out)
+    out = export(args.checkpoint, args.out, args.dtype)
     print(f"wrote {out} (LLaDAModelLM.from_pretrained / AutoTokenizer.from_pretrained)")
     return 0

@@ -35,6 +35,7 @@ from bgpo.data import get_task, load_examples, load_tokenizer, prompt_indices
 from bgpo.errors import BGPOError
 from bgpo.evaluate import evaluate_examples
 from bgpo.objectives import RolloutBatch, draw_objective_masks, group_advantages, prepare_old, update
+from bgpo.optim import build_optimizer
 from bgpo.rollout import MASKS, Rollouts, rollout, stream
 
 OOM_HINT = (
@@ -110,10 +111,9 @@ def setup(cfg: Config, resume: bool) -> Run:
     test_set = load_examples(cfg.data, cfg.data.test_split, cfg.trainer.seed)[: cfg.trainer.eval_limit]
     torch.manual_seed(cfg.trainer.seed)  # initial weights of a preset model
     model = checkpoint.build_model(cfg.model)
-    o = cfg.optim
-    optimizer = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps,
-                                  weight_decay=o.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (o.warmup_steps + 1)))
+    optimizer = build_optimizer(model.parameters(), cfg.optim)
+    warmup = cfg.optim.warmup_steps
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (warmup + 1)))
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     start = checkpoint.resume(accelerator, run_dir, ckpt) if ckpt is not None else 0
     return Run(cfg, run_dir, accelerator, model, optimizer, scheduler, load_tokenizer(cfg.model),
