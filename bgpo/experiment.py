@@ -16,7 +16,8 @@ puzzles for every arm and seed, every ``eval_every`` steps. The primary metric i
 from the warm start are paired (same puzzles) and reported as mean ± standard error over seeds.
 
 ``bgpo experiment small-scale --out DIR`` writes ``DIR/runs/<arm>-s<seed>/`` (the trainer's
-``metrics.jsonl``, ``eval.jsonl``, ``config.yaml`` and our ``summary.json``; weights are deleted),
+``metrics.jsonl``, ``eval.jsonl``, ``config.yaml``, ``final/`` (the trained policy, for the gradient
+analysis; not committed) and our ``summary.json``),
 ``DIR/memory.csv``, ``DIR/initial.json`` (the warm start on the pool), ``DIR/summary.csv`` (one row
 per run), ``DIR/table.csv`` (per arm: mean, std, standard error over seeds) and ``DIR/outcome.json``.
 A run with a ``summary.json`` is skipped, a run with a checkpoint is resumed, so an interrupted grid
@@ -203,7 +204,7 @@ def summarize_run(run_dir: Path, arm: Arm, seed: int, metrics: tuple[str, ...], 
 
 
 def run_one(s: GridSettings, arm: Arm, seed: int, runs_dir: Path) -> dict:
-    """Train one (arm, seed) unless its ``summary.json`` exists; keep the logs, drop the weights."""
+    """Train one (arm, seed) unless its ``summary.json`` exists; keep the logs and ``final/``, drop checkpoints."""
     from bgpo.checkpoint import latest_checkpoint
     from bgpo.train import train
 
@@ -216,8 +217,7 @@ def run_one(s: GridSettings, arm: Arm, seed: int, runs_dir: Path) -> dict:
     start = time.time()
     train(s.config(arm, seed), resume=True, output_dir=run_dir)
     summary = {**summarize_run(run_dir, arm, seed, s.task().metric_names), "wall_s": round(time.time() - start, 1)}
-    for heavy in ("checkpoints", "final"):
-        shutil.rmtree(run_dir / heavy, ignore_errors=True)
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     done.write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 

@@ -65,7 +65,7 @@ def test_run_one_trains_once_then_skips_and_drops_weights(tmp_path, monkeypatch)
     assert first["final_solved"] == 0.25 and first["final_cell_accuracy"] == 0.6 and first["steps"] == 3
     assert first["train_reward_last"] == pytest.approx(0.2)  # stale row gone: mean of 0.1, 0.2, 0.3
     assert first["compute_s"] == pytest.approx(10.5)
-    assert not (stale / "checkpoints").exists() and not (stale / "final").exists()
+    assert not (stale / "checkpoints").exists() and (stale / "final").exists()  # the policy stays for analysis
     again = run_one(s, Arm("bgpo", 4), 1, tmp_path / "runs")
     assert again == first and len(calls) == 1  # finished runs are skipped
 
