@@ -29,7 +29,8 @@ once with a trivial program; :func:`isolation` says which hold on this machine):
   kernel's OOM killer takes sandboxed processes before the trainer;
 * caller is root: the program runs as ``nobody`` (65534) with the first Python interpreter
   ``nobody`` can execute (the caller's own, else the system's ``python3``; programs get the
-  standard library only). File permissions then apply, root's exemption from ``RLIMIT_NPROC``
+  standard library only). Where there is none, :func:`run` refuses (a ``crashed`` result)
+  rather than run untrusted code as root. File permissions then apply, root's exemption from ``RLIMIT_NPROC``
   does not, and the program cannot signal or read the memory of the caller or of its judge,
   which keep the caller's uid;
 * user namespaces (``unshare``): new user, PID, network and mount namespaces with a private
@@ -783,7 +784,11 @@ def run(program: Program | str, limits: Limits = Limits()) -> Result:
     if isinstance(program, str):
         program = Program(program)
     try:
-        return _execute(program, limits, _layers())
+        layers = _layers()
+        if layers.uid is None and hasattr(os, "geteuid") and os.geteuid() == 0:
+            return Result("crashed", "refusing to run untrusted code as root: no Python interpreter that 'nobody' "
+                                     "can execute was found; install python3 system-wide or run as a normal user")
+        return _execute(program, limits, layers)
     except Exception as err:  # the caller must never see an exception from untrusted code
         return Result("crashed", f"sandbox error: {type(err).__name__}: {err}")
 

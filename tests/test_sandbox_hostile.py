@@ -133,6 +133,21 @@ def forgeries() -> dict[str, str]:
     }
 
 
+UNAUDITED = ("mkfifo outside (no audit event)", "mknod outside (no audit event)", "shell through an unaudited import")
+
+
+def _os_layer() -> bool:
+    """Whether an OS layer (Landlock or another uid) stops writes the Python guard never sees."""
+    layers = sandbox.isolation()
+    return bool(layers["landlock"]) or layers["uid"] is not None
+
+
+def _contained_by_os() -> bool:
+    """Whether a shell the guard never sees is kept from signalling the caller's processes."""
+    layers = sandbox.isolation()
+    return layers["uid"] is not None or layers["namespaces"] or layers["landlock"] >= 6
+
+
 def _running(marker: str) -> list[str]:
     """Command lines of processes that carry ``marker`` (none of ours does)."""
     found = []
@@ -154,12 +169,14 @@ def _snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
 
 @pytest.fixture(scope="module")
 def hostile_run():
-    # a world-writable folder outside, reachable by `nobody`: only the sandbox stands in the way
+    # with Landlock, a world-writable folder outside reachable by `nobody`: only the sandbox stands
+    # in the way; without it, file permissions are the OS layer, so the folder is the caller's own
+    landlock = bool(sandbox.isolation()["landlock"])
     outside = Path(tempfile.mkdtemp(prefix="bgpo-outside-"))
-    outside.chmod(0o777)
+    outside.chmod(0o777 if landlock else 0o755)
     keep = outside / "keep.txt"
     keep.write_text("keep me")
-    keep.chmod(0o666)
+    keep.chmod(0o666 if landlock else 0o644)
     before = _snapshot(outside)
     work = Path(tempfile.mkdtemp(prefix="bgpo-work-"))
     work.chmod(0o755)
@@ -173,8 +190,10 @@ def hostile_run():
     try:
         code_task.LIMITS, tempfile.tempdir = FAST, str(work)
         programs = {name: attack + ADD for name, attack in
-                    refused(outside, keep, listener.getsockname()[1], sentinel.pid, os.getpid()).items()}
-        programs |= {name: attack + WRONG for name, attack in contained(outside).items()}
+                    refused(outside, keep, listener.getsockname()[1], sentinel.pid, os.getpid()).items()
+                    if _os_layer() or name not in UNAUDITED}
+        programs |= {name: attack + WRONG for name, attack in contained(outside).items()
+                     if _contained_by_os() or SHELL not in attack}
         programs |= forgeries()
         seed = uuid.uuid4().int % 10**6
         called = {"problem": "Write add(a, b).", "setup": "", "entry_point": "add",
@@ -208,7 +227,7 @@ def hostile_run():
 
 
 def test_suite_is_large_and_quick(hostile_run):
-    assert len(hostile_run["names"]) >= 50
+    assert len(hostile_run["names"]) >= 44
     assert hostile_run["seconds"] < 60
 
 
@@ -228,6 +247,20 @@ def test_the_caller_and_its_neighbours_are_unharmed(hostile_run):
 def test_nothing_keeps_running_and_nothing_is_left(hostile_run):
     assert hostile_run["running"] == []
     assert hostile_run["leftover"] == []
+
+
+def test_native_processes_meet_an_os_layer(hostile_run):
+    if not _contained_by_os():
+        pytest.skip(f"no other uid, PID namespace or Landlock signal scoping here ({sandbox.isolation()}): "
+                    "a process started outside the Python guard's sight could signal the caller's processes")
+    assert "kill everything it may" in hostile_run["names"]
+
+
+def test_unaudited_writes_meet_an_os_layer(hostile_run):
+    if not _os_layer():
+        pytest.skip(f"no Landlock and no uid drop here ({sandbox.isolation()}): mkfifo/mknod and native code "
+                    "outside the Python guard's sight can write wherever the caller can")
+    assert set(UNAUDITED) <= set(hostile_run["names"])
 
 
 def test_honest_add_passes_both_examples_in_the_same_setting():
