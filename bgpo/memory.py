@@ -12,12 +12,17 @@ BGPO's claim is about *activation* memory: the ELBO-based objective keeps the gr
   allocated before it (``peak_bytes``), which includes logits, temporaries and gradients.
 
 Times are medians over repeats, and every configuration is measured in the same process with
-repeats interleaved, so the printed ratios compare like with like.
+repeats interleaved, so the printed ratios compare like with like. The model is built on the target
+device in the target dtype (an 8B shape never exists in float32 on the host). A configuration that runs
+out of GPU memory is a result: it is recorded with ``oom`` set, its memory is freed and the others go on.
+
+``bgpo bench sampler`` times the LLaDA sampler (`bgpo.diffusion.generate`) and reports tokens/s.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import time
@@ -88,14 +93,15 @@ class _Saved:
 class BenchRecord:
     objective: str
     n_t: int
-    activation_bytes: int
+    activation_bytes: int | None  # None when out of memory
     peak_bytes: int | None  # CUDA only: max_memory_allocated during the update minus before it
-    seconds: float  # median wall time of one update (forward + backward of every MC sample)
+    seconds: float | None  # median wall time of one update (forward + backward of every MC sample)
     device: str
     preset: str
     seq_len: int
     prompt_len: int
     batch: int
+    oom: bool = False  # the update ran out of GPU memory (a result, not a crash)
 
 
 def synthetic_rollouts(vocab_size: int, batch: int, seq_len: int, prompt_len: int, group_size: int,
@@ -139,6 +145,28 @@ def measure_update(objective: str, model: torch.nn.Module, n_t: int, tensors: tu
     return meter.peak, peak, seconds
 
 
+def build_bench_model(preset: str, device: str, dtype: str, n_layers: int | None = None, seed: int = 0):
+    """A preset model built directly on ``device`` in ``dtype`` (validated), in train mode."""
+    from bgpo.model import init_model, preset_config
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise BGPOError("--device cuda asked for but CUDA is not available: use --device cpu")
+    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}.get(dtype)
+    if torch_dtype is None:
+        raise BGPOError(f"--dtype must be float32, bfloat16 or float64, got {dtype!r}")
+    torch.manual_seed(seed)
+    overrides = {} if n_layers is None else {"n_layers": n_layers}
+    return init_model(preset_config(preset, **overrides), device=device, dtype=torch_dtype).train()
+
+
+def _free(model: torch.nn.Module) -> None:
+    """Drop gradients and cached blocks after an out-of-memory error, so the next configuration starts clean."""
+    model.zero_grad(set_to_none=True)
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def bench_memory(preset: str = "small", seq_len: int = 256, prompt_len: int = 64, batch: int = 8,
                  n_ts: tuple[int, ...] = (1, 4, 16, 32), objectives: tuple[str, ...] = OBJECTIVES,
                  repeats: int = 3, device: str = "cpu", dtype: str = "float32", n_layers: int | None = None,
@@ -146,51 +174,62 @@ def bench_memory(preset: str = "small", seq_len: int = 256, prompt_len: int = 64
     """Measure every ``objective x n_t`` on one model in one process; returns one record each.
 
     ``n_layers`` cuts the preset to its first layers (e.g. an 8B-shaped stack of 2 blocks on one GPU).
+    A configuration that runs out of memory is recorded with ``oom=True`` and not retried.
     """
     from tqdm import tqdm
-
-    from bgpo.model import LLaDAModelLM, preset_config
 
     for name in objectives:
         if name not in OBJECTIVES:
             raise BGPOError(f"unknown objective {name!r}: choose from {', '.join(OBJECTIVES)}")
     if not n_ts or min(n_ts) < 1:
         raise BGPOError(f"--n-t values must be >= 1, got {list(n_ts)}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise BGPOError("--device cuda asked for but CUDA is not available: use --device cpu")
-    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}.get(dtype)
-    if torch_dtype is None:
-        raise BGPOError(f"--dtype must be float32, bfloat16 or float64, got {dtype!r}")
-    overrides = {} if n_layers is None else {"n_layers": n_layers}
-    torch.manual_seed(seed)
-    model = LLaDAModelLM(preset_config(preset, **overrides)).to(device=device, dtype=torch_dtype)
+    model = build_bench_model(preset, device, dtype, n_layers, seed)
     if gradient_checkpointing:
         model.gradient_checkpointing_enable()
-    model.train()
     tensors = synthetic_rollouts(model.config.vocab_size, batch, seq_len, prompt_len, 2, torch.device(device), seed)
     grid = [(o, n) for o in objectives for n in n_ts]
     measured: dict[tuple[str, int], list[tuple[int, int | None, float]]] = {k: [] for k in grid}
-    measure_update(grid[0][0], model, grid[0][1], tensors)  # warm-up (allocator, kernels)
+    oom: set[tuple[str, int]] = set()
+
+    def run(key: tuple[str, int]) -> tuple[int, int | None, float] | None:
+        try:
+            return measure_update(key[0], model, key[1], tensors, seed=seed)
+        except torch.OutOfMemoryError:
+            oom.add(key)
+        _free(model)  # outside the except block, whose traceback holds the tensors
+        return None
+
+    run(grid[0])  # warm-up (allocator, kernels)
     for _ in tqdm(range(repeats), desc="bench memory", disable=not progress):
         for key in grid:  # interleaved: each repeat visits every configuration
-            measured[key].append(measure_update(key[0], model, key[1], tensors, seed=seed))
+            if key not in oom and (m := run(key)) is not None:
+                measured[key].append(m)
     label = torch.cuda.get_device_name() if device == "cuda" else "cpu"  # the card's name labels GPU data
-    return [BenchRecord(o, n, max(m[0] for m in measured[(o, n)]),
-                        None if measured[(o, n)][0][1] is None else max(m[1] for m in measured[(o, n)]),
-                        statistics.median(m[2] for m in measured[(o, n)]), label, preset, seq_len, prompt_len, batch)
-            for o, n in grid]
+    records = []
+    for o, n in grid:
+        runs = measured[(o, n)]
+        if (o, n) in oom:
+            records.append(BenchRecord(o, n, None, None, None, label, preset, seq_len, prompt_len, batch, oom=True))
+            continue
+        records.append(BenchRecord(o, n, max(m[0] for m in runs), None if runs[0][1] is None else max(m[1] for m in runs),
+                                   statistics.median(m[2] for m in runs), label, preset, seq_len, prompt_len, batch))
+    return records
 
 
 def ratios(records: list[BenchRecord]) -> list[dict]:
-    """Each record with its memory and time relative to the same objective at the smallest ``n_t``,
-    and BGPO's time relative to the ELBO objective's at equal ``n_t``."""
+    """Each record with its memory and time relative to the same objective at the smallest ``n_t`` that
+    ran, and BGPO's time relative to the ELBO objective's at equal ``n_t`` (None where out of memory)."""
+    ran = [r for r in records if not r.oom]
     base = {}
-    for r in sorted(records, key=lambda r: r.n_t):
+    for r in sorted(ran, key=lambda r: r.n_t):
         base.setdefault(r.objective, r)
-    elbo_time = {r.n_t: r.seconds for r in records if r.objective == "elbo"}
+    elbo_time = {r.n_t: r.seconds for r in ran if r.objective == "elbo"}
     rows = []
     for r in records:
-        b = base[r.objective]
+        b = base.get(r.objective)
+        if r.oom:
+            rows.append({**asdict(r), "memory_ratio": None, "time_ratio": None, "time_vs_elbo": None})
+            continue
         rows.append({**asdict(r), "memory_ratio": r.activation_bytes / b.activation_bytes,
                      "time_ratio": r.seconds / b.seconds,
                      "time_vs_elbo": r.seconds / elbo_time[r.n_t] if r.n_t in elbo_time else None})
@@ -202,6 +241,9 @@ def format_table(records: list[BenchRecord]) -> str:
     lines = [f"{'objective':<9} {'n_t':>4} {'activation MiB':>15} {'x n_t=min':>10} {'peak MiB':>9} "
              f"{'seconds':>8} {'x n_t=min':>10} {'/ elbo time':>11}"]
     for row in ratios(records):
+        if row["oom"]:
+            lines.append(f"{row['objective']:<9} {row['n_t']:>4} {'out of memory':>15}")
+            continue
         peak = "-" if row["peak_bytes"] is None else f"{row['peak_bytes'] / 2**20:.1f}"
         vs = "-" if row["time_vs_elbo"] is None else f"{row['time_vs_elbo']:.3f}"
         lines.append(f"{row['objective']:<9} {row['n_t']:>4} {row['activation_bytes'] / 2**20:>15.2f} "
@@ -209,23 +251,77 @@ def format_table(records: list[BenchRecord]) -> str:
     return "\n".join(lines)
 
 
+def bench_sampler(preset: str = "small", batch: int = 8, prompt_len: int = 64, gen_length: int = 64,
+                  steps: int = 64, block_length: int = 32, temperature: float = 0.6, repeats: int = 3,
+                  device: str = "cpu", dtype: str = "float32", n_layers: int | None = None, seed: int = 0,
+                  generators: tuple[str, ...] = ("device",)) -> list[dict]:
+    """Tokens per second of `bgpo.diffusion.generate` (``batch x gen_length`` tokens per call, median time).
+
+    ``generators``: "device" draws the noise from a generator on ``device`` (an int seed, as a run does),
+    "cpu" from a host generator copied to the device each step (the slow path on a GPU), side by side.
+    """
+    from bgpo.diffusion import generate
+
+    for g in generators:
+        if g not in ("device", "cpu"):
+            raise BGPOError(f"--generators takes device and/or cpu, got {g!r}")
+    model = build_bench_model(preset, device, dtype, n_layers, seed).eval()
+    ids = synthetic_rollouts(model.config.vocab_size, batch, prompt_len + 1, prompt_len, batch,
+                             torch.device(device), seed)[0][:, :prompt_len]  # (batch, prompt_len)
+    kw = dict(gen_length=gen_length, steps=steps, block_length=block_length, temperature=temperature)
+    times: dict[str, list[float]] = {g: [] for g in generators}
+    for i in range(repeats + 1):  # interleaved repeats; the first pass warms up
+        for g in generators:
+            gen = seed if g == "device" else torch.Generator().manual_seed(seed)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            generate(model, ids, generator=gen, **kw)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            if i:
+                times[g].append(time.perf_counter() - start)
+    label = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+    rows = []
+    for g in generators:
+        seconds = statistics.median(times[g])
+        rows.append({"generator": g, "seconds": seconds, "tokens_per_s": batch * gen_length / seconds,
+                     "batch": batch, "prompt": prompt_len, "gen": gen_length, "steps": steps,
+                     "block_length": block_length, "preset": preset, "layers": model.config.n_layers,
+                     "dtype": dtype, "device": label})
+    return rows
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="small", help="model preset of bgpo.model.preset_config (tiny, small, llada-8b)")
+    p.add_argument("--layers", type=int, default=None, help="keep only the first N blocks (e.g. 8B-shaped stack)")
+    p.add_argument("--batch", type=int, default=8, help="sequences per call")
+    p.add_argument("--repeats", type=int, default=3, help="timed repeats per configuration (median reported)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the model is built and run")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float64"],
+                   help="the model's weights, built directly in this dtype")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", type=Path, default=None, help="write the records to this JSON file")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="bench", metavar="BENCH", required=True)
     p = sub.add_parser("memory", help="activation memory and time of one update vs n_t, per objective",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default="small", help="model preset of bgpo.model.preset_config (tiny, small, llada-8b)")
-    p.add_argument("--layers", type=int, default=None, help="keep only the first N blocks (e.g. 8B-shaped stack)")
+    _common(p)
     p.add_argument("--seq-len", type=int, default=256, help="prompt + response tokens per sequence")
     p.add_argument("--prompt-len", type=int, default=64, help="prompt tokens (never masked)")
-    p.add_argument("--batch", type=int, default=8, help="sequences per update")
     p.add_argument("--n-t", default="1,4,16,32", help="comma-separated MC sample counts")
     p.add_argument("--objectives", default=",".join(OBJECTIVES), help="comma-separated: bgpo,elbo,d1")
-    p.add_argument("--repeats", type=int, default=3, help="timed repeats per configuration (median reported)")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float64"])
     p.add_argument("--gradient-checkpointing", action="store_true", help="recompute block activations in backward")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", type=Path, default=None, help="write the records (with ratios) to this JSON file")
+    s = sub.add_parser("sampler", help="tokens/s of the LLaDA sampler (bgpo.diffusion.generate)")
+    _common(s)
+    s.add_argument("--prompt-len", type=int, default=64, help="prompt tokens")
+    s.add_argument("--gen-length", type=int, default=64, help="generated tokens per sequence")
+    s.add_argument("--steps", type=int, default=64, help="denoising steps")
+    s.add_argument("--block-length", type=int, default=32, help="semi-autoregressive block length")
+    s.add_argument("--temperature", type=float, default=0.6, help="Gumbel temperature (0 = greedy)")
+    s.add_argument("--generators", default="device", help="comma-separated: device (a run's), cpu (host noise)")
 
 
 def _ints(text: str, flag: str) -> tuple[int, ...]:
@@ -235,14 +331,29 @@ def _ints(text: str, flag: str) -> tuple[int, ...]:
         raise BGPOError(f"{flag} must be comma-separated integers, e.g. 1,4,16,32 (got {text!r})") from None
 
 
+def _write(path: Path | None, rows: list[dict]) -> None:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(rows, indent=1))
+        print(f"wrote {path}")
+
+
 def main(args: argparse.Namespace) -> int:
+    if args.bench == "sampler":
+        rows = bench_sampler(args.preset, args.batch, args.prompt_len, args.gen_length, args.steps,
+                             args.block_length, args.temperature, args.repeats, args.device, args.dtype,
+                             args.layers, args.seed, tuple(g.strip() for g in args.generators.split(",") if g.strip()))
+        fastest = max(r["tokens_per_s"] for r in rows)
+        for r in rows:
+            print(f"generator {r['generator']:<6} {r['seconds']:8.3f} s {r['tokens_per_s']:10.1f} tokens/s "
+                  f"(x{r['tokens_per_s'] / fastest:.2f} of the fastest)")
+        print(f"device: {rows[0]['device']}")
+        _write(args.json, rows)
+        return 0
     records = bench_memory(args.preset, args.seq_len, args.prompt_len, args.batch, _ints(args.n_t, "--n-t"),
                            tuple(o.strip() for o in args.objectives.split(",") if o.strip()), args.repeats,
                            args.device, args.dtype, args.layers, args.gradient_checkpointing, args.seed)
     print(format_table(records))
     print(f"device: {records[0].device}")
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(ratios(records), indent=1))
-        print(f"wrote {args.json}")
+    _write(args.json, ratios(records))
     return 0

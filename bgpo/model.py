@@ -29,17 +29,23 @@ loss pays for a (B, T, V) tensor when it needs a block or the masked positions o
 
 from __future__ import annotations
 
+import logging
 import warnings
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PretrainedConfig, PreTrainedModel
-from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import MaskedLMOutput
 
-from bgpo import tokenizer as _tok
-from bgpo.errors import BGPOError
+# transformers imports torchao (a dependency, for bgpo.optim) whenever it is installed; its import
+# warns about quantisation kernels bgpo never uses and torch about its enum registrations
+for _name in ("torchao", "torch.utils._pytree"):
+    logging.getLogger(_name).setLevel(logging.ERROR)
+from transformers import PretrainedConfig, PreTrainedModel  # noqa: E402
+from transformers.modeling_layers import GradientCheckpointingLayer  # noqa: E402
+from transformers.modeling_outputs import MaskedLMOutput  # noqa: E402
+
+from bgpo import tokenizer as _tok  # noqa: E402
+from bgpo.errors import BGPOError  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 PACKED_ATTENTION = ("varlen", "flash-attn", "sdpa")

@@ -2,29 +2,42 @@
 
 Why BGPO exists, in numbers: the ELBO-based objective keeps the autograd graphs of all ``n_t`` Monte
 Carlo samples until one backward, so its activation memory is ``n_t x`` one sample's; BGPO back-propagates
-one sample at a time and stays at one sample's, whatever ``n_t`` (bgpo-math.md §2–§3).
+one sample at a time and stays at one sample's, whatever ``n_t`` (the book's Memory chapter).
 
-Per GPU, with FSDP full sharding over ``N`` GPUs and AdamW (fp32 master weights)::
+Per GPU, with FSDP full sharding over ``N`` GPUs, ``P`` parameters stored in ``w`` bytes (``model.dtype``),
+compute in ``c`` bytes (2 with bf16 weights or bf16 mixed precision)::
 
-    static      = (4 + 4 + 8) P / N bytes            params fp32, grads fp32, AdamW m and v
-    gathered    = 2 x (layer params) x c             two unsharded blocks in flight (c = compute bytes)
-    act/sample  = b T [n_layers a_layer + a_head]    saved activations of ONE masked forward, b seqs of T tokens
-    logits      = b T V c  +  2 |M| V 4              transient full logits + saved log-softmax and its gradient
-    peak(bgpo)  = static + gathered + act/sample + logits(|M| = b L)
-    peak(elbo)  = static + gathered + n_t act/sample + logits(|M| = n_t b (L+1)/2)
-    peak(d1)    = static + gathered + act/sample + logits(|M| = b L)
-    rollout     = b_gen T V (c + 4 x 8)              the sampler's logits, float64 softmax/noise (bgpo.diffusion.generate)
+    static      = w P / N  +  s P / N                 weights, optimiser states (s: bgpo.optim.state_bytes_per_param)
+    G           = w P / N                             gradients
+    gathered    = 2 x (layer params) x c              two unsharded blocks in flight (N > 1)
+    A(n)        = saved activations of ONE masked forward of b sequences x T tokens, n masked positions:
+                  b T [n_layers a_layer + rope] + n (4 V + head)          without checkpointing
+                  b T [n_layers d w + rope] + max(n (4 V + head), b T a_layer)   with it (one block recomputed)
+    h(n)        = transient of the loss head beyond A: max(4 n V  [fp32 logits at the log-softmax],
+                  c n V + w V d - 4 n V  [grad of the logits and of the output layer, log-softmax freed]),
+                  or one recomputed block b T a_layer with checkpointing if larger
+    update peak = G + A(n) + h(n)                                   bgpo, n_t >= 2: samples back-propagated one by one
+                = h(n) + max(A_held, G + A_held - A(n))              elbo, n_t >= 2: autograd finishes one sample's
+                  graph (allocating every gradient) while the other samples' activations wait
+                = max(A(n) + h(n), G)                                one sample (n_t = 1, d1)
+    step peak   = static + G + 2 x (largest parameter) x w           the optimiser step's temporaries
+    rollout     = static + b_gen T (6 d + 3 h) c + b_gen B V (c + 4 x 8)    sampler: one layer's temporaries and the
+                  current block's logits in float64 (softmax, Gumbel noise; B = block_length)
+    peak        = max(static + gathered + update peak, step peak, rollout)
 
-Saved activations per token and layer (counted from the graph of `bgpo.model.LLaDABlock`): two RMSNorms
-(input in fp32, rsqrt, normalised output), the q/k/v and gate/up inputs, q, k, v and the attention
-output with its per-head log-sum-exp, and gate, up, silu(gate) and their product::
+with n = b L (every response token masked: the worst case) for one sample, b (L + 0.15 P) for d1, and
+max(b L, n_t b (L + 1) / 2) over the n_t samples the ELBO objective holds (stratified counts average
+(L + 1) / 2). Saved activations per token and layer (counted from the graph
+of `bgpo.model.LLaDABlock`): two RMSNorms (input in fp32, rsqrt, normalised output), the q/k/v and
+gate/up inputs, q, k, v and the attention output with its per-head log-sum-exp, and gate, up,
+silu(gate) and their product::
 
     fp32:  a_layer = 4 (10 d + 4 h + heads + 2) bytes
     bf16:  a_layer = 2 (4 d) + 2 (2 d + 4) + c (2 d + 4 d + 4 h) + 4 heads   (norm internals stay fp32)
 
-with gradient checkpointing only the block inputs (``d`` values per layer) plus one block's activations.
-Against `bgpo.memory`'s exact saved-tensor count on tiny fp32 configs the prediction is within 10%
-(tests/test_plan.py checks it); on GPU the allocator's caching and fragmentation add a few percent more.
+Checked two ways (tests/test_plan.py): A(n) against `bgpo.memory`'s exact saved-tensor count on CPU
+(within 1%), and activations and update peaks against every configuration measured on an H100 in
+``book/data/gpu-h100/`` (within 15%).
 """
 
 from __future__ import annotations
@@ -36,6 +49,7 @@ from pathlib import Path
 
 from bgpo.config import Config, load_config
 from bgpo.errors import BGPOError
+from bgpo.optim import state_bytes_per_param
 
 GB = 1e9
 
@@ -66,23 +80,29 @@ def layer_activation_bytes(m, compute_bytes: int) -> float:
     return 2 * 4 * d + 2 * (2 * d + 4) + compute_bytes * (6 * d + 4 * h) + 4 * heads
 
 
-def saved_bytes(m, batch: int, seq_len: int, n_masked: int, compute_bytes: int = 4,
-                gradient_checkpointing: bool = False) -> float:
-    """Bytes saved for backward by ONE masked forward (`bgpo.diffusion.masked_logprobs`) of `batch` seqs.
+def saved_bytes(m, batch: int, seq_len: int, n_masked: float, compute_bytes: int = 4,
+                gradient_checkpointing: bool = False, weight_bytes: int | None = None, copies: int = 1) -> float:
+    """Bytes saved for backward by ``copies`` masked forwards (`bgpo.diffusion.masked_logprobs`) of
+    `batch` seqs held at once (the ELBO objective holds n_t), ``n_masked`` positions over all of them.
 
-    ``n_masked`` is the number of masked positions over the batch (the loss head keeps a fp32
-    log-softmax of ``n_masked x V``).
+    The output layer runs at the masked positions only (``logits_positions``), keeping its input and a
+    fp32 log-softmax of ``n_masked x V``.
     """
     tokens = batch * seq_len
     layer = layer_activation_bytes(m, compute_bytes)
-    if gradient_checkpointing:  # block inputs kept, one block recomputed at a time in backward
-        blocks = tokens * (m.n_layers * m.d_model * 4 + layer)
-    else:
-        blocks = tokens * m.n_layers * layer
     head_dim = m.d_model // m.n_heads
-    shared = tokens * 4 * (2 * head_dim + 1)  # RoPE cos/sin and the padding bias, shared by all blocks
-    head = tokens * 4 * (3 * m.d_model + 1)  # final norm + output-layer input
-    return blocks + shared + head + n_masked * m.vocab_size * 4 + tokens * 9  # + ids and masks
+    shared = tokens * (4 * (2 * head_dim + 1) + 9)  # RoPE cos/sin, the padding bias, ids and masks
+    head = n_masked * (m.vocab_size * 4 + 4 * (3 * m.d_model + 1))  # log-softmax, final norm, output-layer input
+    if gradient_checkpointing:  # block inputs kept; one block recomputed at a time in backward, after the head
+        inputs = tokens * m.n_layers * m.d_model * (weight_bytes or compute_bytes)
+        return copies * (inputs + shared) + max(head, tokens * layer)
+    return copies * (tokens * m.n_layers * layer + shared) + head
+
+
+def head_transient_bytes(m, n_masked: int, compute_bytes: int, weight_bytes: int) -> float:
+    """The loss head's memory beyond the saved tensors, at its worst (module docstring: h(n) without the block)."""
+    V, d = m.vocab_size, m.d_model
+    return max(4 * n_masked * V, compute_bytes * n_masked * V + weight_bytes * V * d - 4 * n_masked * V)
 
 
 @dataclass
@@ -103,17 +123,20 @@ class MemoryPlan:
     activations_per_sample_gb: float
     activations_gb: float
     logits_gb: float
+    update_peak_gb: float
+    step_peak_gb: float
     train_peak_gb: float
     rollout_peak_gb: float
     total_gb: float
     fits: bool
 
     def table(self) -> str:
-        rows = [("parameters (fp32, sharded)", self.params_gb), ("gradients (fp32, sharded)", self.grads_gb),
-                ("AdamW state (sharded)", self.optimizer_gb), ("gathered blocks", self.gathered_gb),
+        rows = [("weights (sharded)", self.params_gb), ("gradients (sharded)", self.grads_gb),
+                ("optimiser states (sharded)", self.optimizer_gb), ("gathered blocks", self.gathered_gb),
                 ("activations, one MC sample", self.activations_per_sample_gb),
                 (f"activations held ({self.objective}, n_t={self.n_t})", self.activations_gb),
-                ("logits / log-softmax", self.logits_gb), ("training peak", self.train_peak_gb),
+                ("loss-head transient", self.logits_gb), ("update above weights + states", self.update_peak_gb),
+                ("training peak", self.train_peak_gb), ("optimiser step peak", self.step_peak_gb),
                 ("rollout peak (sampler)", self.rollout_peak_gb), ("PEAK per GPU", self.total_gb)]
         head = (f"{self.params / 1e9:.2f}B params, {self.gpus} GPU(s) x {self.gpu_memory_gb:g} GB, micro-batch "
                 f"{self.micro_batch} x {self.seq_len} tokens")
@@ -135,28 +158,47 @@ def plan(config: Config | str | Path, *, objective: str | None = None, n_t: int 
         raise BGPOError(f"need gpus >= 1, gpu_memory_gb > 0 and n_t >= 1 (got {gpus}, {gpu_memory_gb}, {n_t})")
     m = model_dims(cfg)
     P = n_params(m)
-    c = 2 if cfg.trainer.mixed_precision in ("bf16", "fp16") else 4
+    w = 4 if cfg.model.dtype == "float32" else 2
+    c = 2 if w == 2 or cfg.trainer.mixed_precision in ("bf16", "fp16") else 4
     ckpt = cfg.model.gradient_checkpointing if gradient_checkpointing is None else gradient_checkpointing
     local = max(1, cfg.rollout.prompts_per_step * cfg.rollout.group_size // gpus)  # sequences per GPU
     b = micro_batch_size or cfg.objective.micro_batch_size or max(1, local)
-    L = cfg.rollout.gen_length
-    T = cfg.rollout.max_prompt_length + L
-    V = m.vocab_size
-    params_gb, grads_gb, optim_gb = 4 * P / gpus / GB, 4 * P / gpus / GB, 8 * P / gpus / GB
-    layer_params = (P - 2 * m.embedding_size * m.d_model) / m.n_layers
+    L, P_len = cfg.rollout.gen_length, cfg.rollout.max_prompt_length
+    T = P_len + L
+    V, d = m.vocab_size, m.d_model
+    params_gb, grads_gb = w * P / gpus / GB, w * P / gpus / GB
+    optim_gb = state_bytes_per_param(cfg.optim.name, w) * P / gpus / GB
+    layer_params = (P - 2 * m.embedding_size * d) / m.n_layers
     gathered_gb = 2 * layer_params * c / GB if gpus > 1 else 0.0
-    per_sample = saved_bytes(m, b, T, 0, c, ckpt) / GB  # without the log-softmax: counted in logits
+    # masked positions of one sample (worst case: all of the response) and, for elbo, of all n_t: stratified
+    # counts add up to n_t (L + 1) / 2 per sequence, one sample alone can mask all L
+    n_sample = b * (L + 0.15 * P_len) if objective == "d1" else b * L
+    per_sample = saved_bytes(m, b, T, n_sample, c, ckpt, w) / GB
     if objective == "elbo":
-        held, n_masked = n_t * per_sample, n_t * b * (L + 1) / 2
+        held = saved_bytes(m, b, T, max(b * L, n_t * b * (L + 1) / 2), c, ckpt, w, copies=n_t) / GB
     else:
-        held, n_masked = per_sample, b * L
-    logits_gb = (b * T * V * c + 2 * n_masked * V * 4) / GB
-    train_peak = params_gb + grads_gb + optim_gb + gathered_gb + held + logits_gb
+        held = per_sample
+    transient = head_transient_bytes(m, n_sample, c, w)
+    if ckpt:
+        transient = max(transient, b * T * layer_activation_bytes(m, c))  # one block recomputed in backward
+    transient_gb = transient / GB
+    if objective == "bgpo" and n_t > 1:  # from the second sample on, every gradient exists
+        update = grads_gb + per_sample + transient_gb
+    elif objective == "elbo" and n_t > 1:  # one graph finished (all gradients made) while the others wait
+        update = transient_gb + max(held, grads_gb + held - per_sample)
+    else:  # one sample: its activations give way to the gradients
+        update = max(held + transient_gb, grads_gb)
+    static = params_gb + optim_gb
+    train_peak = static + gathered_gb + update
+    largest = max(m.embedding_size * d, d * m.mlp_hidden_size) / gpus  # a sharded output layer or MLP matrix
+    step_peak = static + grads_gb + 2 * largest * w / GB
     b_gen = cfg.rollout.batch_size or local
-    rollout_peak = params_gb + grads_gb + optim_gb + gathered_gb + b_gen * T * V * (c + 4 * 8) / GB
-    total = max(train_peak, rollout_peak)
+    sampler = b_gen * T * (6 * d + 3 * m.mlp_hidden_size) * c + b_gen * cfg.rollout.block_length * V * (c + 4 * 8)
+    rollout_peak = static + gathered_gb + sampler / GB
+    total = max(train_peak, step_peak, rollout_peak)
     return MemoryPlan(objective, n_t, gpus, gpu_memory_gb, P, b, T, params_gb, grads_gb, optim_gb, gathered_gb,
-                      per_sample, held, logits_gb, train_peak, rollout_peak, total, total <= gpu_memory_gb)
+                      per_sample, held, transient_gb, update, step_peak, train_peak, rollout_peak, total,
+                      total <= gpu_memory_gb)
 
 
 def max_n_t(config: Config | str | Path, objective: str, *, gpus: int = 8, gpu_memory_gb: float = 80.0,
