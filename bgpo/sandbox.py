@@ -709,7 +709,7 @@ def remove_tree(path: str) -> None:
     try:
         os.chmod(path, stat.S_IRWXU, follow_symlinks=False)
         top = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-    except OSError:
+    except (OSError, NotImplementedError):  # gone already, or no lchmod on this platform
         return
     fresh = (f".bgpo-up-{i}" for i in itertools.count())
     try:
