@@ -48,3 +48,46 @@ def test_bench_cli_writes_json_and_rejects_bad_flags(tmp_path, capsys):
     assert "must be >= 1" in capsys.readouterr().err
     with pytest.raises(BGPOError, match="prompt_len"):
         bench_memory("tiny", seq_len=8, prompt_len=8, n_ts=(1,), progress=False)
+
+
+def test_an_out_of_memory_configuration_is_a_result_and_the_run_goes_on(monkeypatch):
+    import bgpo.memory as bm
+
+    real = bm.measure_update
+
+    def tight_gpu(objective, model, n_t, tensors, **kw):
+        if objective == "elbo" and n_t == 4:  # as the ELBO objective at n_t=32 on the H100
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 48.00 MiB.")
+        return real(objective, model, n_t, tensors, **kw)
+
+    monkeypatch.setattr(bm, "measure_update", tight_gpu)
+    records = bench_memory("tiny", seq_len=24, prompt_len=8, batch=2, n_ts=(1, 4), repeats=2,
+                           objectives=("bgpo", "elbo"), progress=False)
+    by = {(r.objective, r.n_t): r for r in records}
+    assert by["elbo", 4].oom and by["elbo", 4].activation_bytes is None
+    assert not any(r.oom for k, r in by.items() if k != ("elbo", 4)) and by["bgpo", 4].activation_bytes > 0
+    rows = {(r["objective"], r["n_t"]): r for r in ratios(records)}
+    assert rows["elbo", 4]["memory_ratio"] is None and rows["bgpo", 4]["time_vs_elbo"] is None
+    assert rows["bgpo", 1]["time_vs_elbo"] > 0
+    assert "out of memory" in bm.format_table(records)
+
+
+def test_bench_builds_the_model_in_the_asked_dtype():
+    from bgpo.memory import build_bench_model
+
+    model = build_bench_model("tiny", "cpu", "bfloat16", n_layers=1)
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16} and model.config.n_layers == 1
+    with pytest.raises(BGPOError, match="--dtype"):
+        build_bench_model("tiny", "cpu", "int8")
+
+
+def test_bench_sampler_reports_tokens_per_second(tmp_path, capsys):
+    out = tmp_path / "sampler.json"
+    assert cli(["bench", "sampler", "--preset", "tiny", "--batch", "2", "--prompt-len", "4", "--gen-length", "8",
+                "--steps", "8", "--block-length", "4", "--repeats", "1", "--generators", "device,cpu",
+                "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert [r["generator"] for r in rows] == ["device", "cpu"]
+    assert all(r["tokens_per_s"] == pytest.approx(2 * 8 / r["seconds"]) for r in rows)
+    assert "tokens/s" in capsys.readouterr().out
+    assert cli(["bench", "sampler", "--preset", "tiny", "--generators", "gpu"]) == 2
