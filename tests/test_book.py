@@ -321,7 +321,9 @@ def _table_width(html: str) -> int:
     """Rough rendered width of an HTML table in characters: widest cell of each column, plus padding."""
     widths: dict[int, int] = {}
     for row in re.findall(r"<tr.*?</tr>", html, flags=re.S):
-        for j, cell in enumerate(re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row, flags=re.S)):
+        for j, (attrs, cell) in enumerate(re.findall(r"<t[hd]([^>]*)>(.*?)</t[hd]>", row, flags=re.S)):
+            if re.search(r'colspan="([2-9]|\d\d)', attrs):
+                continue  # a header spanning several columns wraps over all of them
             text = re.sub(r"<[^>]+>", "", cell).strip()
             longest = max((len(w) for w in text.split()), default=0)  # the browser wraps at spaces
             widths[j] = max(widths.get(j, 0), min(len(text), max(longest, 14)))
