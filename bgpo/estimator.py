@@ -72,8 +72,8 @@ class MaskTable:
     response (two policies) line up mask for mask.
     """
 
-    values: Tensor  # (2^L - 1,) float64: l(M) = mean log p over the masked positions
-    sizes: Tensor  # (2^L - 1,) long: |M|
+    values: Tensor  # (2^L - 1,) float64, CPU: l(M) = mean log p over the masked positions
+    sizes: Tensor  # (2^L - 1,) long, CPU: |M|
 
     @property
     def length(self) -> int:
@@ -94,7 +94,8 @@ def mask_tables(model: torch.nn.Module, input_ids: Tensor, response_mask: Tensor
 
     ``input_ids``, ``response_mask`` (bool), ``attention_mask`` are ``(B, T)``; each response may have its
     own length ``L <= 12``. The ``2^L - 1`` masked copies of a row go through the model in chunks of
-    ``chunk_size`` rows (:func:`bgpo.diffusion.masked_logprobs`); sums are taken in float64.
+    ``chunk_size`` rows (:func:`bgpo.diffusion.masked_logprobs`); sums are taken in float64 and the
+    tables live on the CPU, whatever the model's device.
     """
     if input_ids.dim() != 2 or response_mask.shape != input_ids.shape or response_mask.dtype != torch.bool:
         raise BGPOError(f"input_ids and response_mask must be (batch, seq), response_mask bool; got "
@@ -114,8 +115,8 @@ def mask_tables(model: torch.nn.Module, input_ids: Tensor, response_mask: Tensor
             n = chunk.shape[0]
             attention = None if attention_mask is None else attention_mask[b].repeat(n, 1)
             logp = masked_logprobs(model, input_ids[b].repeat(n, 1), chunk, attention).double()  # (n, T)
-            values.append(logp.sum(-1) / chunk.sum(-1))
-        tables.append(MaskTable(torch.cat(values), subsets.sum(-1)))
+            values.append((logp.sum(-1) / chunk.sum(-1)).cpu())
+        tables.append(MaskTable(torch.cat(values), subsets.sum(-1).cpu()))
     return tables
 
 
@@ -207,7 +208,7 @@ def exact_offpolicy(new: list[MaskTable], old: list[MaskTable], advantages: Tens
         raise BGPOError(f"need one table per response under each policy and advantages of shape ({len(new)},); got "
                         f"{len(new)} new, {len(old)} old tables and advantages {tuple(advantages.shape)}")
     target, bound, elbo = [], [], {n: [] for n in n_t_values}
-    for t_new, t_old, a in zip(new, old, advantages.double()):
+    for t_new, t_old, a in zip(new, old, advantages.double().cpu()):
         if not torch.equal(t_new.sizes, t_old.sizes):
             raise BGPOError("new and old tables differ in length: build both with mask_tables on the same responses")
         delta = t_new.values - t_old.values  # (2^L - 1,)
@@ -257,9 +258,9 @@ def draw_gradients(model: torch.nn.Module, batch: Batch, n_t_values: tuple[int, 
     n_max = max(n_t_values)
     subsets = {n: nested_indices(n, n_max) for n in n_t_values}
     keep = advantages != 0  # (N,)
-    dim = sum(p.numel() for p in model.parameters())
+    dim, device = sum(p.numel() for p in model.parameters()), next(model.parameters()).device
     if not keep.any():
-        return {(o, n): torch.zeros(dim) for o in objectives for n in n_t_values}
+        return {(o, n): torch.zeros(dim, device=device) for o in objectives for n in n_t_values}
     scale = keep.sum().item() / keep.numel()
     rb = RolloutBatch(input_ids[keep], attention_mask[keep], response_mask[keep].bool(), advantages[keep],
                       draw_masks(response_mask[keep].bool(), n_max, generator))  # masks (N', n_max, T)
@@ -274,7 +275,7 @@ def draw_gradients(model: torch.nn.Module, batch: Batch, n_t_values: tuple[int, 
 
     out = {}
     if "bgpo" in objectives:
-        sums = {n: torch.zeros(dim, dtype=torch.float64) for n in n_t_values}
+        sums = {n: torch.zeros(dim, dtype=torch.float64, device=device) for n in n_t_values}
         for j in range(n_max):
             h = gradient("bgpo", [j]).double()
             for n in n_t_values:
@@ -303,7 +304,8 @@ def decompose(grads: Tensor, references: Tensor) -> dict[str, float]:
     """
     K, R, _ = grads.shape
     if K < 2 or R < 2:
-        raise BGPOError(f"need >= 2 rollout batches and >= 2 mask draws per batch to separate the noise (got {K} x {R})")
+        raise BGPOError(f"need >= 2 rollout batches and >= 2 mask draws per batch to separate the noise "
+                        f"(got {K} x {R})")
     g = grads.double()
     means = g.mean(1)  # (K, D)
     mask_var = ((g - means[:, None]) ** 2).sum(-1).sum(1).mean().item() / (R - 1)
@@ -363,21 +365,22 @@ def gradient_noise(model: torch.nn.Module, batches: Callable[[int], Batch], *,
 
 
 def task_batches(model: torch.nn.Module, cfg, seed: int = 0) -> Callable[[int], Batch]:
-    """Rollout batch ``i`` of a config's task: the prompts the trainer reads at step ``i``, ``G`` rollouts each.
+    """Rollout batch ``i`` of a config's task: the prompts a trainer of seed ``seed`` reads at step ``i``.
 
     Prompts, sampler settings and rewards are the trainer's (:mod:`bgpo.data`, :func:`bgpo.rollout.rollout`,
-    ``cfg.rollout``); advantages are :func:`~bgpo.objectives.group_advantages` of the rewards.
+    ``cfg.rollout``: ``prompts_per_step`` prompts, ``group_size`` rollouts each, on the model's device);
+    advantages are :func:`~bgpo.objectives.group_advantages` of the rewards.
     """
     from bgpo.data import get_task, load_examples, load_tokenizer, prompt_indices
     from bgpo.rollout import rollout
 
     tokenizer, task = load_tokenizer(cfg.model), get_task(cfg.data)
     examples = load_examples(cfg.data, cfg.data.train_split, seed)
-    r = cfg.rollout
+    r, device = cfg.rollout, next(model.parameters()).device
 
     def batch(i: int) -> Batch:
         chosen = [examples[k] for k in prompt_indices(len(examples), i, r.prompts_per_step, seed)]
-        ro = rollout(model, tokenizer, task, chosen, r, seed=seed, step=i, first_prompt=0, device=torch.device("cpu"))
+        ro = rollout(model, tokenizer, task, chosen, r, seed=seed, step=i, first_prompt=0, device=device)
         return ro.input_ids, ro.attention_mask, ro.response_mask, group_advantages(ro.rewards, r.group_size)
 
     return batch
@@ -405,8 +408,10 @@ def _ints(text: str, flag: str) -> tuple[int, ...]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="model directory (HF dir, SFT output, or step-N checkpoint)")
-    parser.add_argument("--label", default=None, help="the records' `checkpoint` field, e.g. warm_start (default: dir name)")
+    parser.add_argument("--checkpoint", required=True,
+                        help="model directory (HF dir, SFT output, or step-N checkpoint)")
+    parser.add_argument("--label", default=None,
+                        help="the records' `checkpoint` field, e.g. warm_start (default: the directory's name)")
     parser.add_argument("--out", type=Path, default=Path("book/data/small-scale/variance.json"),
                         help="JSON list of records, updated in place for this label")
     parser.add_argument("--config", default="tiny-sudoku", help="config preset or YAML: task, prompts, sampler")
@@ -436,7 +441,8 @@ def main(args: argparse.Namespace) -> int:
     for r in records:
         r["checkpoint"] = label
     write_records(args.out, records)
-    print(f"{'objective':>9} {'n_t':>4} {'mask_var':>10} {'rollout_var':>11} {'total_var':>10} {'snr':>7} {'cosine':>7}")
+    print(f"{'objective':>9} {'n_t':>4} {'mask_var':>10} {'rollout_var':>11} {'total_var':>10} {'snr':>7} "
+          f"{'cosine':>7}")
     for r in records:
         print(f"{r['objective']:>9} {r['n_t']:>4} {r['mask_var']:10.3g} {r['rollout_var']:11.3g} "
               f"{r['total_var']:10.3g} {r['snr']:7.3f} {r['cosine_to_reference']:7.3f}")

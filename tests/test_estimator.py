@@ -155,7 +155,8 @@ def test_draw_gradients_match_update_and_elbo_equals_bgpo_on_policy():
     model = tiny_model()
     ids, attention, response, adv = synthetic_batches(model)(0)
     adv[:4] = 0  # a group with equal rewards: left out, the 1/N kept
-    grads = draw_gradients(model, (ids, attention, response, adv), (1, 2, 4), generator=torch.Generator().manual_seed(3))
+    grads = draw_gradients(model, (ids, attention, response, adv), (1, 2, 4),
+                           generator=torch.Generator().manual_seed(3))
     # the same draw by hand: update() on all rows with the nested n_t = 2 masks
     masks = draw_masks(response[4:], 4, torch.Generator().manual_seed(3))
     full = torch.zeros((8, 4, ids.shape[1]), dtype=torch.bool)
