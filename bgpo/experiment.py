@@ -31,6 +31,7 @@ import dataclasses
 import json
 import math
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,7 +82,7 @@ class GridSettings:
     base_config: str = "tiny-sudoku"
     init_from: str | None = str(WARM_START)  # SFT warm start; None: run `bgpo sft` into <out>/sft first
     seeds: int = 3
-    steps: int = 80
+    steps: int = 60
     prompts_per_step: int = 16
     group_size: int = 8
     lr: float = 1e-4
@@ -294,6 +295,30 @@ def run_grid(s: GridSettings, out: str | Path, progress: bool = True, workers: i
                                                                                                index=False)
     (out / "outcome.json").write_text(json.dumps(outcome(summary, initial, metric, s.num_test), indent=2) + "\n")
     return summary
+
+
+CI_GRID = Path(tempfile.gettempdir()) / "bgpo-ci-grid"
+
+
+def ci_grid(out: str | Path = CI_GRID, progress: bool = False) -> Path:
+    """The one CI-scale grid (:meth:`GridSettings.ci`) that chapters 04 and 05 share; returns its folder.
+
+    The first chapter to call it runs the grid into ``out`` (a fixed folder under the system's temporary
+    directory); the next one finds every run finished and only re-reads the summaries (:func:`run_grid`
+    skips finished runs). A folder left by other settings or another warm start is cleared first, so a
+    stale grid is never reused.
+    """
+    s = GridSettings.ci()
+    out = Path(out)
+    sft = Path(s.init_from, "sft.json") if s.init_from else None
+    key = json.dumps(dataclasses.asdict(s), sort_keys=True) + (sft.read_text() if sft and sft.is_file() else "")
+    stamp = out / "ci-grid.key"
+    if out.exists() and (not stamp.is_file() or stamp.read_text() != key):
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(key)
+    run_grid(s, out, progress=progress)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
