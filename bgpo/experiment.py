@@ -6,7 +6,10 @@ steps, prompts per step, group size and learning rate; only the objective and ``
 
 * **n_t sweep** — BGPO at ``n_t`` in {1, 4, 16};
 * **equal memory** — BGPO at ``n_t = 16`` against the ELBO objective at the largest ``n_t`` whose
-  activation bytes (measured with :func:`bgpo.memory.measure_update` on the grid's batch) fit in BGPO's;
+  activation bytes (measured with :func:`bgpo.memory.measure_update` on the grid's batch) fit in BGPO's.
+  On-policy (one optimiser step per rollout batch) the ELBO objective and BGPO have the same value and
+  gradient at equal ``n_t`` and masks (the derivation chapter checks it to float precision), so that
+  ELBO arm is run as the BGPO arm of the same ``n_t``: the runs would be the same up to rounding;
 * **d1** — diffu-GRPO's one-step estimate, the cheap biased baseline.
 
 Evaluation is the papers': greedy, one token per sampler step, on the whole fixed held-out pool
@@ -63,10 +66,14 @@ class Arm:
 
 
 def book_arms(elbo_nt_at_budget: int, n_ts: tuple[int, ...] = NT_SWEEP) -> dict[str, list[Arm]]:
-    """The comparisons as named lists of arms; an arm may serve several comparisons."""
+    """The comparisons as named lists of arms; an arm may serve several comparisons.
+
+    ``equal_memory`` pairs BGPO at the largest ``n_t`` with the ELBO objective at the ``n_t`` that fits
+    its bytes — run as ``Arm("bgpo", elbo_nt_at_budget)``, identical on-policy (see the module docstring).
+    """
     return {
         "nt_sweep": [Arm("bgpo", n) for n in n_ts],
-        "equal_memory": [Arm("bgpo", max(n_ts)), Arm("elbo", elbo_nt_at_budget)],
+        "equal_memory": [Arm("bgpo", max(n_ts)), Arm("bgpo", elbo_nt_at_budget)],
         "d1": [Arm("d1")],
     }
 
@@ -244,7 +251,8 @@ def _run_job(job: tuple) -> dict:
 def run_grid(s: GridSettings, out: str | Path, progress: bool = True, workers: int = 1) -> pd.DataFrame:
     """Warm start (if needed) → memory table → warm-start metrics → every (arm, seed) → summaries, outcome.
 
-    Jobs run seed by seed (all arms of seed 0 first), so a grid stopped early is balanced across arms.
+    Cheap arms run first, seed by seed, and the largest ``n_t`` last (its update costs ~n_t times
+    BGPO-n_t=1's), so a grid stopped early has every seed of the cheap arms.
     ``workers > 1`` runs that many jobs at once in separate processes (one thread each).
     """
     s.check()
@@ -268,7 +276,9 @@ def run_grid(s: GridSettings, out: str | Path, progress: bool = True, workers: i
     initial_file = out / "initial.json"
     if not initial_file.is_file():
         initial_file.write_text(json.dumps(initial_metrics(s), indent=2) + "\n")
-    jobs = [(s, arm, seed, out / "runs") for seed in range(s.seeds) for arm in unique_arms(comparisons)]
+    big = max(s.n_ts)
+    jobs = sorted(((s, arm, seed, out / "runs") for seed in range(s.seeds) for arm in unique_arms(comparisons)),
+                  key=lambda job: (job[1].n_t == big > 1, job[2], job[1].n_t))
     bar = tqdm(total=len(jobs), desc="small-scale grid", disable=not progress)
     rows = []
     if workers <= 1:

@@ -13,8 +13,8 @@ from bgpo.experiment import (Arm, GridSettings, book_arms, equal_memory_nt, load
 def test_arms_cover_every_comparison_once():
     comparisons = book_arms(elbo_nt_at_budget=1)
     names = [a.name for a in unique_arms(comparisons)]
-    assert names == ["bgpo-nt1", "bgpo-nt4", "bgpo-nt16", "elbo-nt1", "d1"]
-    assert comparisons["equal_memory"] == [Arm("bgpo", 16), Arm("elbo", 1)]
+    assert names == ["bgpo-nt1", "bgpo-nt4", "bgpo-nt16", "d1"]
+    assert comparisons["equal_memory"] == [Arm("bgpo", 16), Arm("bgpo", 1)]  # ELBO at n_t=1 == BGPO on-policy
 
 
 def test_equal_memory_picks_largest_elbo_nt_within_bgpo_bytes():
@@ -120,27 +120,54 @@ def test_changes_are_paired_with_the_warm_start_and_the_outcome_has_standard_err
 
 
 def test_numbers_quoted_in_the_chapters_match_the_committed_grid():
-    """Every "mean ± std" quoted in the prose of chapters 04/05 is a (mean, std) the committed grid gives."""
-    import json
+    """Every grid number quoted in the prose of chapters 04/05 is one the committed grid gives.
+
+    The chapters write them in three greppable forms (percentages and points, one decimal, − for negatives):
+    ``+3.1 ± 0.4 points`` (a paired change from the warm start: mean ± SE over seeds), ``78.2 ± 0.3%`` (a final
+    score: mean ± SE), ``per seed +1.2, +0.3, −0.5`` (each seed's change); any other ``76.4%`` is the warm start's
+    score or an arm's final mean. The headline metric's changes must be outcome.json's.
+    """
     import re
     from pathlib import Path
 
-    import pandas as pd
-
-    from bgpo.experiment import table, with_warm_start
+    import nbformat
 
     root = Path(__file__).resolve().parents[1]
-    grid = root / "book" / "data" / "runs" / "small-scale"
-    summary, start = pd.read_csv(grid / "summary.csv"), pd.read_csv(grid / "initial.csv")
-    t = table(with_warm_start(summary, start), ("final_accuracy", "accuracy_change", "final_reward",
-                                                 "train_reward_last"))
-    pairs = {(f"{abs(m):.3f}", f"{s:.3f}") for c in t.columns if c.endswith("_mean")
-             for m, s in zip(t[c], t[c.replace("_mean", "_std")])}
-    pairs |= {(f"{start[c].mean():.3f}", f"{start[c].std():.3f}") for c in ("accuracy", "reward_mean")}
-    quoted = []
+    grid = root / "book" / "data" / "small-scale" / "grid"
+    outcome = json.loads((grid / "outcome.json").read_text())
+    initial = json.loads((grid / "initial.json").read_text())
+    t, summary = pd.read_csv(grid / "table.csv"), pd.read_csv(grid / "summary.csv")
+    metrics = [c[len("final_"):-len("_mean")] for c in t.columns if c.startswith("final_") and c.endswith("_mean")]
+    assert outcome["metric"] in metrics and outcome["pool_size"] == 1024
+
+    def pts(x: float, signed: bool = True) -> str:
+        return (f"{100 * x:+.1f}" if signed else f"{100 * x:.1f}").replace("-", "−")
+
+    changes, finals, seeds = set(), set(), set()
+    for row in t.itertuples():
+        for m in metrics:
+            changes.add((pts(getattr(row, f"delta_{m}_mean")), pts(getattr(row, f"delta_{m}_se"), False)))
+            finals.add((pts(getattr(row, f"final_{m}_mean"), False), pts(getattr(row, f"final_{m}_se"), False)))
+    for arm, rows in summary.sort_values("seed").groupby("arm"):
+        for m in metrics:
+            seeds.add(", ".join(pts(v - initial[m]) for v in rows[f"final_{m}"]))
+    for arm in outcome["arms"].values():  # the headline: outcome.json's own numbers
+        assert (pts(arm["delta_mean"]), pts(arm["delta_se"], False)) in changes
+        assert ", ".join(pts(d) for d in arm["delta_vs_warm"]) in seeds
+    singles = {pts(initial[m], False) for m in metrics} | {f for f, _ in finals}
+
+    prose = ""
     for name in ("04-small-scale.ipynb", "05-monte-carlo.ipynb"):
-        cells = json.loads((root / "notebooks" / name).read_text())["cells"]
-        prose = "".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
-        quoted += re.findall(r"−?(\d\.\d{3}) ± (\d\.\d{3})", prose)
-    assert len(quoted) >= 10
-    assert [q for q in quoted if q not in pairs] == []
+        cells = nbformat.read(root / "notebooks" / name, as_version=4).cells
+        prose += "\n".join(c.source for c in cells if c.cell_type == "markdown") + "\n"
+    quoted_changes = re.findall(r"([+−-]\d+\.\d) ± (\d+\.\d) points", prose)
+    quoted_finals = re.findall(r"(?<![+−\d.-])(\d+\.\d) ± (\d+\.\d)%", prose)
+    quoted_seeds = re.findall(r"per seed ([+−-]\d+\.\d(?:, [+−-]\d+\.\d)*)", prose)
+    rest = re.sub(r"\d+\.\d ± \d+\.\d%", "", prose)
+    quoted_singles = re.findall(r"(?<![\d.])(\d+\.\d)%", rest)
+    assert len(quoted_changes) >= 5 and quoted_seeds and quoted_singles, "the chapters quote the grid's results"
+    assert [q for q in quoted_changes if q not in changes] == []
+    assert [q for q in quoted_finals if q not in finals] == []
+    assert [q for q in quoted_seeds if q not in seeds] == []
+    assert [q for q in quoted_singles if q not in singles] == []
+    assert "-" not in "".join(a for a, _ in quoted_changes), "write negative changes with − (U+2212)"
