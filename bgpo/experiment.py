@@ -92,7 +92,7 @@ class GridSettings:
     steps: int = 60
     prompts_per_step: int = 16
     group_size: int = 8
-    lr: float = 1e-4
+    lr: float = 3e-5  # pilots (book/data/small-scale/pilot): 1e-4 lowered held-out cell accuracy 7 points in 20 steps
     temperature: float = 1.0
     rollout_steps: int = 8  # sampler steps of the 32-token training rollouts (4 tokens per step)
     num_test: int = 1024  # held-out pool problems per evaluation (greedy, one token per step)
