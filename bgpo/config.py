@@ -5,8 +5,8 @@ allowed values (a range or a list of choices)::
 
     model     which LLaDA (tiny preset, local/hub checkpoint), where RL starts from
     data      task and data source
-    rollout   prompts per step, group size G, the LLaDA sampler's settings (bgpo-math.md §5)
-    objective bgpo | elbo | d1, n_t, PPO clipping (bgpo-math.md §3–§4)
+    rollout   prompts per step, group size G, the LLaDA sampler's settings (Nie et al., 2025)
+    objective bgpo | elbo | d1, n_t, PPO clipping (BGPO paper §3)
     optim     AdamW, learning-rate schedule, grad-norm clip
     trainer   steps, seed, evaluation, checkpoints, precision
 
@@ -220,7 +220,7 @@ def from_dict(raw: dict) -> Config:
 
 
 def _check_consistency(cfg: Config) -> None:
-    """Constraints between fields (the sampler's block/step arithmetic, bgpo-math.md §5)."""
+    """Constraints between fields (the LLaDA sampler's block/step arithmetic)."""
     r, t = cfg.rollout, cfg.trainer
     if r.gen_length % r.block_length:
         raise BGPOError(f"rollout.gen_length ({r.gen_length}) must be a multiple of rollout.block_length"

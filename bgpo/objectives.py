@@ -12,8 +12,8 @@ sequence likelihood ratio is estimated and, therefore, in what must be held in m
 * ``d1`` — diffu-GRPO's one-step estimate: per-token log-probabilities from a single forward with
   the completion fully masked and prompt tokens masked with probability 0.15.
 
-Equations are those of the BGPO paper (Lin et al., 2026, §3) and of the book's derivation chapter; clipping follows the public verl-based
-re-implementation (DARE), which carries the BGPO authors' code.
+Equations are those of the BGPO paper (Lin et al., 2026, §3) and of the book's derivation chapter;
+clipping follows the public verl-based re-implementation (DARE), which carries the BGPO authors' code.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ def test_every_preset_loads_by_name_and_path(name):
 
 
 def test_llada8b_presets_carry_the_papers_settings():
-    # bgpo-math.md §6: (steps, prompt len, response len, train diffusion steps, n_t)
+    # the paper's settings (book/data/paper_settings.csv): (steps, prompt len, response len, train diffusion steps, n_t)
     expected = {"math": (700, 512, 512, 256, 16), "code": (560, 1024, 512, 512, 16),
                 "countdown": (560, 512, 256, 128, 16), "sudoku": (400, 512, 256, 128, 32)}
     for task, (steps, plen, glen, dsteps, n_t) in expected.items():

@@ -1,9 +1,9 @@
 """What every task shares: the answer tags, the d1 prompt text, and data loading.
 
 A *task* turns an example (a plain dict, the same whatever file or hub dataset it came from)
-into chat messages for the policy and scores a completion with the paper's reward
-(`bgpo-math.md` §7). Loading is the one place where outside data enters, so every malformed
-row is reported there with its file, row and field, as a :class:`~bgpo.errors.BGPOError`.
+into chat messages for the policy and scores a completion with the paper's reward (the BGPO
+paper's reward rules, after d1 and DARE). Loading is the one place where outside data enters, so
+every malformed row is reported there with its file, row and field, as a :class:`~bgpo.errors.BGPOError`.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Countdown with 3 numbers: write an expression over the given numbers that hits the target.
 
-Reward (`bgpo-math.md` §7): the last ``<answer>...</answer>`` must hold only digits,
+Reward (the BGPO paper's rules, after d1 and DARE): the last ``<answer>...</answer>`` must hold only digits,
 ``+ - * / ( )`` and white space and use exactly the given numbers (each once);
 
     r = 1.0 if the expression equals the target, 0.1 if an answer is present but wrong or

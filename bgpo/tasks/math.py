@@ -1,6 +1,6 @@
 """Math word problems (MATH, GSM8K): the answer is the last ``\\boxed{...}`` of the completion.
 
-Reward (`bgpo-math.md` §7): 1 if the last ``\\boxed{}`` (braces matched, so ``\\boxed{\\frac{1}{2}}``
+Reward (the BGPO paper's rules, after d1 and DARE): 1 if the last ``\\boxed{}`` (braces matched, so ``\\boxed{\\frac{1}{2}}``
 is read whole) is equivalent to the reference, else 0. Equivalence is checked in two steps:
 
 1. a normalised string match (spaces, ``\\left``/``\\right``, ``\\dfrac``, ``$``, degrees, percent,

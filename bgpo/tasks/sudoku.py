@@ -1,6 +1,6 @@
 """4x4 sudoku: a 16-character puzzle (row by row, ``0`` = blank) to complete.
 
-Reward (`bgpo-math.md` §7): take the digits of the last ``<answer>...</answer>``, pad with
+Reward (the BGPO paper's rules, after d1 and DARE): take the digits of the last ``<answer>...</answer>``, pad with
 ``0`` / truncate to 16, and score the fraction of the puzzle's blanks filled correctly,
 
     r = |{i : puzzle_i = 0 and answer_i = solution_i}| / |{i : puzzle_i = 0}|,
