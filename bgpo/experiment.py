@@ -89,7 +89,7 @@ class GridSettings:
     base_config: str = "tiny-sudoku"
     init_from: str | None = str(WARM_START)  # SFT warm start; None: run `bgpo sft` into <out>/sft first
     seeds: int = 3
-    steps: int = 60
+    steps: int = 40
     prompts_per_step: int = 16
     group_size: int = 8
     lr: float = 3e-5  # pilots (book/data/small-scale/pilot): 1e-4 lowered held-out cell accuracy 7 points in 20 steps
@@ -394,6 +394,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, default=None, help=f"seeds per arm (default {d.seeds})")
     parser.add_argument("--steps", type=int, default=None, help=f"RL steps per run (default {d.steps})")
     parser.add_argument("--lr", type=float, default=None, help=f"AdamW learning rate (default {d.lr})")
+    parser.add_argument("--n-t", default=None, help=f"BGPO n_t values, comma-separated (default {','.join(map(str, d.n_ts))})")
     parser.add_argument("--workers", type=int, default=1, help="runs trained at once (processes, 1 thread each)")
     parser.add_argument("--ci", action="store_true", help="minutes-scale grid (1 seed, 2 steps, 16 puzzles)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -401,8 +402,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     s = GridSettings.ci() if args.ci else GridSettings()
+    try:
+        n_ts = tuple(int(n) for n in args.n_t.split(",")) if args.n_t else None
+    except ValueError:
+        raise BGPOError(f"--n-t expects comma-separated integers like 1,4,16; got {args.n_t!r}") from None
     changes = {k: v for k, v in {"init_from": args.init_from, "seeds": args.seeds, "steps": args.steps,
-                                 "lr": args.lr}.items() if v is not None}
+                                 "lr": args.lr, "n_ts": n_ts}.items() if v is not None}
     if args.init_from and not Path(args.init_from, "config.json").is_file():
         raise BGPOError(f"--init-from {args.init_from} holds no config.json; pass a `bgpo sft --out` directory")
     s = dataclasses.replace(s, **changes).check()
