@@ -29,6 +29,8 @@ import yaml
 
 from bgpo.errors import BGPOError
 
+OBJECTIVES = ("bgpo", "elbo", "d1")  # the policy losses of bgpo.objectives: the one list all modules read
+
 PRESET_DIR = Path(__file__).parent / "configs"
 
 
@@ -92,7 +94,7 @@ class RolloutConfig:
 
 @dataclass
 class ObjectiveConfig:
-    name: str = _field("bgpo", "policy loss", choices=("bgpo", "elbo", "d1"))
+    name: str = _field("bgpo", "policy loss", choices=OBJECTIVES)
     n_t: int = _field(16, "Monte Carlo masked copies per response for the ELBO (bgpo, elbo)", lo=1, hi=4096)
     clip_eps: float = _field(0.2, "PPO ratio clip epsilon", lo=0.0, hi=1.0)
     dual_clip: float = _field(3.0, "dual-clip constant c for negative advantages", lo=1.0, hi=1e6)

@@ -24,10 +24,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from bgpo.config import OBJECTIVES
 from bgpo.diffusion import draw_masks, elbo_term, masked_logprobs, uniform_noise
 from bgpo.errors import BGPOError
 
-OBJECTIVES = ("bgpo", "elbo", "d1")
 
 
 def group_advantages(rewards: Tensor, group_size: int, eps: float = 1e-6) -> Tensor:

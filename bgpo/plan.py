@@ -47,7 +47,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bgpo.config import Config, load_config
+from bgpo.config import OBJECTIVES, Config, load_config
 from bgpo.errors import BGPOError
 from bgpo.optim import state_bytes_per_param
 
@@ -151,7 +151,7 @@ def plan(config: Config | str | Path, *, objective: str | None = None, n_t: int 
     """Predict the peak memory per GPU of a config's training step (see the module docstring)."""
     cfg = config if isinstance(config, Config) else load_config(config)
     objective = objective or cfg.objective.name
-    if objective not in ("bgpo", "elbo", "d1"):
+    if objective not in OBJECTIVES:
         raise BGPOError(f"objective must be bgpo, elbo or d1, got {objective!r}")
     n_t = n_t or cfg.objective.n_t
     if gpus < 1 or gpu_memory_gb <= 0 or n_t < 1:
@@ -222,7 +222,7 @@ def compare(config: Config | str | Path, *, n_ts: tuple[int, ...] = (1, 2, 4, 8,
             gpu_memory_gb: float = 80.0, **kwargs) -> list[dict]:
     """Rows (objective, n_t, peak GB, fits) for bgpo, elbo and d1 over `n_ts`: the book's memory table."""
     rows = []
-    for objective in ("bgpo", "elbo", "d1"):
+    for objective in OBJECTIVES:
         for n_t in (n_ts if objective != "d1" else (1,)):
             p = plan(config, objective=objective, n_t=n_t, gpus=gpus, gpu_memory_gb=gpu_memory_gb, **kwargs)
             rows.append({"objective": objective, "n_t": n_t, "peak_gb": round(p.total_gb, 2),
@@ -233,7 +233,7 @@ def compare(config: Config | str | Path, *, n_ts: tuple[int, ...] = (1, 2, 4, 8,
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="preset name (llada8b-math) or YAML path")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", help="config override")
-    parser.add_argument("--objective", choices=("bgpo", "elbo", "d1"), default=None,
+    parser.add_argument("--objective", choices=OBJECTIVES, default=None,
                         help="objective (default: the config's)")
     parser.add_argument("--n-t", type=int, default=None, help="MC samples n_t (default: the config's)")
     parser.add_argument("--gpus", type=int, default=8, help="GPUs the model is sharded over (FSDP)")
