@@ -248,11 +248,13 @@ def _run_job(job: tuple) -> dict:
     return run_one(*job)
 
 
-def run_grid(s: GridSettings, out: str | Path, progress: bool = True, workers: int = 1) -> pd.DataFrame:
+def run_grid(s: GridSettings, out: str | Path, progress: bool = True, workers: int = 1,
+             finished_only: bool = False) -> pd.DataFrame:
     """Warm start (if needed) → memory table → warm-start metrics → every (arm, seed) → summaries, outcome.
 
     Cheap arms run first, seed by seed, and the largest ``n_t`` last (its update costs ~n_t times
-    BGPO-n_t=1's), so a grid stopped early has every seed of the cheap arms.
+    BGPO-n_t=1's), so a grid stopped early has every seed of the cheap arms; ``finished_only=True``
+    trains nothing and summarises the runs that finished (a grid stopped early, said as such).
     ``workers > 1`` runs that many jobs at once in separate processes (one thread each).
     """
     s.check()
@@ -279,6 +281,10 @@ def run_grid(s: GridSettings, out: str | Path, progress: bool = True, workers: i
     big = max(s.n_ts)
     jobs = sorted(((s, arm, seed, out / "runs") for seed in range(s.seeds) for arm in unique_arms(comparisons)),
                   key=lambda job: (job[1].n_t == big > 1, job[2], job[1].n_t))
+    if finished_only:
+        jobs = [job for job in jobs if (job[3] / f"{job[1].name}-s{job[2]}" / "summary.json").is_file()]
+        if not jobs:
+            raise BGPOError(f"{out / 'runs'} has no finished run to summarise; run the grid first")
     bar = tqdm(total=len(jobs), desc="small-scale grid", disable=not progress)
     rows = []
     if workers <= 1:
@@ -397,6 +403,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-t", default=None, help=f"BGPO n_t values, comma-separated (default {','.join(map(str, d.n_ts))})")
     parser.add_argument("--workers", type=int, default=1, help="runs trained at once (processes, 1 thread each)")
     parser.add_argument("--ci", action="store_true", help="minutes-scale grid (1 seed, 2 steps, 16 puzzles)")
+    parser.add_argument("--finished-only", action="store_true",
+                        help="train nothing: summarise the runs that finished (a grid stopped early)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -412,7 +420,8 @@ def main(args: argparse.Namespace) -> int:
         raise BGPOError(f"--init-from {args.init_from} holds no config.json; pass a `bgpo sft --out` directory")
     s = dataclasses.replace(s, **changes).check()
     start = time.time()
-    summary = run_grid(s, args.out, progress=not args.no_progress, workers=args.workers)
+    summary = run_grid(s, args.out, progress=not args.no_progress, workers=args.workers,
+                       finished_only=args.finished_only)
     metric = s.task().primary_metric
     print(table(summary, [f"final_{metric}", f"delta_{metric}"]).to_string(index=False))
     print(f"grid wall time: {time.time() - start:.0f} s -> {args.out}")
