@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from bgpo.config import Config, load_config
 from bgpo.errors import BGPOError
 
 PREFIX = "step-"
+FSDP_SHARDS = "pytorch_model_fsdp_0"  # accelerate's sharded model folder in a checkpoint of an FSDP run
 
 
 # ---------------------------------------------------------------------------------------------
@@ -64,7 +66,7 @@ def build_model(model_cfg, load_weights: bool = True):
         src = Path(model_cfg.init_from)
         if (src / "config.json").is_file():
             model = LLaDAModelLM.from_pretrained(src)
-        elif (src / "model.safetensors").is_file():
+        elif (src / "model.safetensors").is_file() or (src / FSDP_SHARDS).is_dir():
             load_weights_file(model, src / "model.safetensors")
         else:
             raise BGPOError(f"model.init_from={src} holds no config.json (HF dir) and no model.safetensors "
@@ -75,16 +77,39 @@ def build_model(model_cfg, load_weights: bool = True):
 
 
 def load_weights_file(model: torch.nn.Module, file: Path) -> None:
-    """Load a ``model.safetensors`` of a training checkpoint (DDP's ``module.`` prefix dropped)."""
+    """Load a ``model.safetensors`` of a training checkpoint (DDP's ``module.`` prefix dropped).
+
+    An FSDP run's checkpoint has no such file: accelerate wrote the sharded model beside it as a
+    torch.distributed.checkpoint folder (:data:`FSDP_SHARDS`), which one process reads whole, so
+    ``bgpo export``/``eval`` and ``model.init_from`` take any ``step-N`` whatever the world size was.
+    """
     from safetensors.torch import load_file
 
-    if not file.is_file():
-        raise BGPOError(f"{file} is missing (FSDP checkpoints are sharded: use the run's final/ directory)")
-    state = {k.removeprefix("module."): v for k, v in load_file(str(file)).items()}
+    shards = file.parent / FSDP_SHARDS
+    if file.is_file():
+        state = {k.removeprefix("module."): v for k, v in load_file(str(file)).items()}
+    elif (shards / ".metadata").is_file():
+        state = _sharded_state(shards)
+    else:
+        raise BGPOError(f"{file} is missing (and no FSDP {FSDP_SHARDS}/ beside it): point at a step-N checkpoint "
+                        f"of `bgpo train` or the run's final/ directory")
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise BGPOError(f"{file} does not fit the configured model: missing {missing[:3]}, unexpected "
                         f"{unexpected[:3]}; check model.preset/overrides against the checkpoint")
+
+
+def _sharded_state(shards: Path) -> dict[str, torch.Tensor]:
+    """The full model state of accelerate's FSDP ``SHARDED_STATE_DICT`` checkpoint (saved as ``{"model": ...}``)."""
+    import torch.distributed.checkpoint as dcp
+
+    reader = dcp.FileSystemReader(str(shards))
+    saved = reader.read_metadata().state_dict_metadata  # "model.<name>" -> full size and dtype of each tensor
+    state = {k: torch.empty(m.size, dtype=m.properties.dtype) for k, m in saved.items()}
+    with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.load(state, storage_reader=reader, no_dist=True)  # whole tensors from all shards; no process group
+    return {k.removeprefix("model."): v for k, v in state.items()}
 
 
 def run_config(path: Path) -> Config | None:
@@ -109,7 +134,7 @@ def load_model(path: str | Path):
         load_weights_file(model, path / "model.safetensors")
         return model
     raise BGPOError(f"{path} is neither a Hugging Face model dir (config.json) nor a `bgpo train` checkpoint "
-                    f"(state.json + config.yaml); for an FSDP run use its final/ directory")
+                    f"(state.json + config.yaml); point at a run's checkpoints/step-N or final/")
 
 
 def load_policy(path: str | Path, device: str | None = None,
