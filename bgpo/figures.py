@@ -294,6 +294,152 @@ def elbo_variance(df: pd.DataFrame, y: str = "variance") -> Figure:
     return fig
 
 
+def _mean_se(values: pd.Series) -> tuple[float, float]:
+    """Mean and standard error of the mean (0 for a single value)."""
+    values = values.dropna().astype(float)
+    return float(values.mean()), float(values.sem()) if len(values) > 1 else 0.0
+
+
+def learning_curves(df: pd.DataFrame, y: str, *, x: str = "step", group: str = "arm", seed: str = "seed",
+                    scale: float = 1.0, smooth: int = 1, order: Iterable | None = None, markers: bool = True,
+                    ylabel: str | None = None, xlabel: str = "RL step", ax: plt.Axes | None = None) -> Figure:
+    """``y`` (times ``scale``) vs ``x`` per ``group``: mean over seeds with a ± 1 standard-error band.
+
+    ``smooth`` > 1 first takes a centred rolling mean of that many points of each seed's curve (for
+    per-step training signals); ``order`` fixes the groups' order, hence their colours, so that several
+    figures of one grid colour each arm alike.
+    """
+    require_columns(df, [x, y, group, seed], "learning curves")
+    if smooth < 1:
+        raise BGPOError(f"smooth must be >= 1 (got {smooth})")
+    data = df.dropna(subset=[y])
+    if data.empty:
+        raise BGPOError(f"learning curves: column {y!r} has no values")
+    fig = ax.figure if ax is not None else plt.subplots()[0]
+    ax = ax if ax is not None else fig.axes[0]
+    names = [n for n in dict.fromkeys([*(order or []), *data[group]]) if n in set(data[group])]
+    colors = _colors(names)
+    for name in names:
+        per_seed = data[data[group] == name].groupby([seed, x])[y].mean()
+        if smooth > 1:
+            per_seed = per_seed.groupby(level=0, group_keys=False).apply(
+                lambda s: s.rolling(smooth, center=True, min_periods=1).mean())
+        stats = per_seed.groupby(level=1).agg(["mean", "sem", "count"]).fillna({"sem": 0.0}).sort_index()
+        n = int(stats["count"].max())
+        mean, se = stats["mean"] * scale, stats["sem"] * scale
+        ax.plot(stats.index, mean, marker="o" if markers else None, ms=4, color=colors[name],
+                label=f"{name} (n={n})")
+        ax.fill_between(stats.index, mean - se, mean + se, color=colors[name], alpha=0.2)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel or y)
+    ax.legend()
+    return fig
+
+
+def _outcome_arms(outcome: Mapping) -> dict:
+    if not isinstance(outcome, Mapping) or not outcome.get("arms"):
+        raise BGPOError("outcome: expected the grid's outcome.json ({metric, warm_start, arms: {...}})")
+    return dict(outcome["arms"])
+
+
+def paired_deltas(outcome: Mapping, *, scale: float = 100.0, threshold: float | None = 2.0,
+                  ylabel: str = "change from the warm start (points)") -> Figure:
+    """Per arm: each seed's paired change from the warm start (dots) and mean ± 1 SE (bar), in ``scale`` units.
+
+    ``outcome`` is the grid's ``outcome.json``; ``threshold`` (same units) draws the bar an arm must clear.
+    Arms are coloured as :func:`learning_curves` colours them with ``order=list(outcome["arms"])``.
+    """
+    arms = _outcome_arms(outcome)
+    colors = _colors(arms)  # the colours learning_curves gives the arms in this order
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    for i, (name, arm) in enumerate(arms.items()):
+        deltas = pd.Series(arm["delta_vs_warm"], dtype=float) * scale
+        color = colors[name]
+        mean, se = _mean_se(deltas)
+        ax.errorbar([i], [mean], yerr=[se], fmt="_", ms=18, mew=2, capsize=5, color=color, zorder=3)
+        ax.scatter(np.full(len(deltas), i) + np.linspace(-0.12, 0.12, len(deltas)), deltas, s=18,
+                   facecolors="white", edgecolors=color, zorder=4)
+    ax.axhline(0.0, color="k", lw=0.8)
+    if threshold is not None:
+        ax.axhline(threshold, color="grey", ls="--", lw=1, label=f"+{threshold:g}")
+        ax.legend(loc="best")
+    ax.set_xticks(range(len(arms)), list(arms))
+    ax.set_xlim(-0.6, len(arms) - 0.4)
+    ax.set_ylabel(ylabel)
+    return fig
+
+
+def delta_vs_nt(outcome: Mapping, *, scale: float = 100.0,
+                ylabel: str = "change from the warm start (points)") -> Figure:
+    """Mean ± 1 SE paired change from the warm start vs ``n_t``: BGPO as a line, ELBO as points, d1 as a band."""
+    arms = _outcome_arms(outcome)
+    fig, ax = plt.subplots()
+    rows = []
+    for name, arm in arms.items():
+        mean, se = _mean_se(pd.Series(arm["delta_vs_warm"], dtype=float) * scale)
+        rows.append({"arm": name, "objective": str(arm["objective"]).lower(), "n_t": int(arm["n_t"]),
+                     "mean": mean, "se": se})
+    stats = pd.DataFrame(rows)
+    for objective, part in stats.groupby("objective", sort=False):
+        color = OBJECTIVE_COLORS.get(objective, "#000000")
+        part = part.sort_values("n_t")
+        if objective == "d1":  # no Monte Carlo masks: a band across the axis
+            m, s = part["mean"].iloc[0], part["se"].iloc[0]
+            ax.axhspan(m - s, m + s, color=color, alpha=0.15)
+            ax.axhline(m, color=color, ls="--", lw=1.3, label="d1 (one step, no $n_t$)")
+            continue
+        style = {k: v for k, v in OBJECTIVE_STYLES.get(objective, {}).items() if k in ("marker", "ms")}
+        ax.errorbar(part["n_t"].to_numpy(float), part["mean"], yerr=part["se"], capsize=3, color=color,
+                    ls="-" if len(part) > 1 else "none", label=objective.upper(), **style)
+    ax.axhline(0.0, color="k", lw=0.8)
+    values = sorted(stats.loc[stats["objective"] != "d1", "n_t"].unique())
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(values, [str(v) for v in values])
+    ax.set_xlabel("MC samples per response $n_t$")
+    ax.set_ylabel(ylabel)
+    ax.legend()
+    return fig
+
+
+def gradient_noise(records: pd.DataFrame | Iterable[Mapping]) -> Figure:
+    """Noise of the policy gradient vs ``n_t`` (log–log), one panel per checkpoint.
+
+    Per objective: ``total_var`` (solid) and its Monte Carlo part ``mask_var`` (dotted); the grey dashed
+    line is the rollout/prompt noise ``rollout_var`` pooled over the larger half of the ``n_t`` values and the
+    objectives (it does not depend on the masks, and those rows estimate it with the least noise): the floor
+    that more samples cannot go below. ``records`` are ``bgpo variance``'s.
+    """
+    df = records if isinstance(records, pd.DataFrame) else pd.DataFrame(list(records))
+    require_columns(df, ["objective", "n_t", "mask_var", "rollout_var", "total_var", "checkpoint"],
+                    "gradient noise records")
+    checkpoints = list(dict.fromkeys(df["checkpoint"]))
+    fig, axes = plt.subplots(1, len(checkpoints), figsize=(4.6 * len(checkpoints), 3.6), squeeze=False,
+                             sharey=True)
+    for ax, checkpoint in zip(axes[0], checkpoints):
+        part = df[df["checkpoint"] == checkpoint]
+        for objective, rows in part.groupby("objective", sort=False):
+            rows = rows.sort_values("n_t")
+            color = OBJECTIVE_COLORS.get(str(objective).lower(), "#000000")
+            style = {k: v for k, v in OBJECTIVE_STYLES.get(str(objective).lower(), {}).items() if k in ("marker",)}
+            ax.plot(rows["n_t"], rows["total_var"], color=color, label=f"{objective}: total", **style)
+            ax.plot(rows["n_t"], rows["mask_var"].clip(lower=np.finfo(float).tiny), color=color, ls=":",
+                    label=f"{objective}: mask part")
+        upper = part[part["n_t"] >= part["n_t"].median()]  # the least noisy estimates of the floor
+        floor = float(upper["rollout_var"].mean())
+        if floor > 0:
+            ax.axhline(floor, color="grey", ls="--", lw=1.2, label="rollout/prompt floor")
+        values = sorted(part["n_t"].unique())
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xticks(values, [str(int(v)) for v in values])
+        ax.set_xlabel("MC samples per response $n_t$")
+        ax.set_title(str(checkpoint), loc="left")
+    axes[0, 0].set_ylabel(r"gradient variance $E\|g - Eg\|^2$")
+    axes[0, -1].legend()
+    fig.tight_layout()
+    return fig
+
+
 def bound_plot(z_range: float = 2.0, n_t: int = 16, seed: int = 0) -> Figure:
     """The two inequalities behind BGPO, drawn.
 

@@ -149,3 +149,73 @@ def test_memory_vs_nt_linear_axis_and_bgpo_visible_under_d1():
     assert d1.get_linestyle() == "--" and d1.get_zorder() > bgpo.get_zorder()
     assert bgpo.get_linewidth() > d1.get_linewidth() and bgpo.get_marker() != d1.get_marker()
     plt.close(fig)
+
+
+def _outcome():
+    return {"metric": "cell_accuracy", "pool_size": 1024, "warm_start": 0.76,
+            "arms": {"bgpo-nt1": {"objective": "bgpo", "n_t": 1, "seeds": [0, 1, 2], "final": [0.77, 0.78, 0.79],
+                                  "delta_vs_warm": [0.01, 0.02, 0.03], "delta_mean": 0.02, "delta_se": 0.00577},
+                     "bgpo-nt16": {"objective": "bgpo", "n_t": 16, "seeds": [0, 1, 2], "final": [0.8, 0.8, 0.8],
+                                   "delta_vs_warm": [0.04, 0.04, 0.04], "delta_mean": 0.04, "delta_se": 0.0},
+                     "elbo-nt1": {"objective": "elbo", "n_t": 1, "seeds": [0], "final": [0.75],
+                                  "delta_vs_warm": [-0.01], "delta_mean": -0.01, "delta_se": None},
+                     "d1": {"objective": "d1", "n_t": 1, "seeds": [0, 1], "final": [0.76, 0.78],
+                            "delta_vs_warm": [0.0, 0.02], "delta_mean": 0.01, "delta_se": 0.01}}}
+
+
+def test_learning_curves_mean_and_standard_error_band():
+    df = pd.DataFrame({"arm": ["a"] * 4 + ["b"] * 2, "seed": [0, 1, 0, 1, 0, 0], "step": [0, 0, 20, 20, 0, 20],
+                       "cell_accuracy": [0.5, 0.5, 0.6, 0.8, 0.5, 0.4]})
+    fig = figures.learning_curves(df, "cell_accuracy", scale=100)
+    ax = fig.axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert set(lines) == {"a (n=2)", "b (n=1)"}
+    assert list(lines["a (n=2)"].get_ydata()) == pytest.approx([50.0, 70.0])
+    band = ax.collections[0].get_paths()[0].vertices[:, 1]  # mean ± SE at step 20: 70 ± 10
+    assert band.max() == pytest.approx(80.0) and band.min() == pytest.approx(40.0 + 10.0)
+    ordered = figures.learning_curves(df, "cell_accuracy", order=["b", "a"], smooth=2, markers=False)
+    first = ordered.axes[0].get_lines()[0]
+    assert first.get_label() == "b (n=1)" and list(first.get_ydata()) == pytest.approx([0.5, 0.45])  # rolling 2
+    with pytest.raises(BGPOError, match="missing column"):
+        figures.learning_curves(df.drop(columns="seed"), "cell_accuracy")
+    with pytest.raises(BGPOError, match="smooth"):
+        figures.learning_curves(df, "cell_accuracy", smooth=0)
+    plt.close(fig)
+    plt.close(ordered)
+
+
+def test_paired_deltas_one_bar_per_arm_with_every_seed():
+    fig = figures.paired_deltas(_outcome())
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["bgpo-nt1", "bgpo-nt16", "elbo-nt1", "d1"]
+    dots = [c.get_offsets() for c in ax.collections if c.get_offsets().shape[0] > 0 and c.get_facecolor().any()]
+    assert sorted(len(d) for d in dots) == [1, 2, 3, 3]  # one dot per seed of each arm
+    assert any(line.get_ydata()[0] == pytest.approx(2.0) for line in ax.get_lines() if len(line.get_ydata()) == 2)
+    with pytest.raises(BGPOError, match="outcome"):
+        figures.paired_deltas({"arms": {}})
+    plt.close(fig)
+
+
+def test_delta_vs_nt_line_for_bgpo_and_band_for_d1():
+    fig = figures.delta_vs_nt(_outcome())
+    ax = fig.axes[0]
+    labels = ax.get_legend_handles_labels()[1]
+    assert "BGPO" in labels and "ELBO" in labels and any(label.startswith("d1") for label in labels)
+    assert [int(float(t.get_text())) for t in ax.get_xticklabels()] == [1, 16]
+    plt.close(fig)
+
+
+def test_gradient_noise_panels_per_checkpoint_and_the_rollout_floor():
+    rows = [{"checkpoint": c, "objective": o, "n_t": n, "mask_var": 8.0 / n, "rollout_var": 2.0,
+             "total_var": 2.0 + 8.0 / n} for c in ("warm_start", "end") for o in ("bgpo", "elbo") for n in (1, 4, 16)]
+    fig = figures.gradient_noise(rows)
+    assert len(fig.axes) == 2 and [ax.get_title(loc="left") for ax in fig.axes] == ["warm_start", "end"]
+    floor = [line for line in fig.axes[0].get_lines() if line.get_label() == "rollout/prompt floor"]
+    assert len(floor) == 1 and floor[0].get_ydata()[0] == pytest.approx(2.0)
+    rows = [dict(r, rollout_var=-1.0) for r in rows]  # an unbiased estimate below 0: no floor on a log axis
+    fig2 = figures.gradient_noise(pd.DataFrame(rows))
+    assert not [line for line in fig2.axes[0].get_lines() if line.get_label() == "rollout/prompt floor"]
+    with pytest.raises(BGPOError, match="missing column"):
+        figures.gradient_noise(pd.DataFrame(rows).drop(columns="checkpoint"))
+    plt.close(fig)
+    plt.close(fig2)
