@@ -164,8 +164,17 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_two_processes_make_the_same_update_as_one(tmp_path):
-    """Each of 2 gloo processes takes one of the 2 prompts; DDP averages the gradients."""
+def test_two_processes_make_the_same_update_as_one(tmp_path, monkeypatch):
+    """Each of 2 gloo processes takes one of the 2 prompts; DDP averages the gradients.
+
+    Both runs score with a dense reward (tests/fsdp_train.py): the tiny policy never solves countdown, so with
+    the task's reward every advantage would be 0, no weight would move and the equality would prove nothing.
+    """
+    import bgpo.train
+    from bgpo.data import get_task
+    from fsdp_train import DenseReward
+
+    monkeypatch.setattr(bgpo.train, "get_task", lambda data_cfg: DenseReward(get_task(data_cfg)))
     one = train(load_config(tiny(tmp_path / "one")))
     cfg_file = tmp_path / "two.yaml"
     cfg_file.write_text(yaml.safe_dump(tiny(tmp_path / "two")))
@@ -175,20 +184,21 @@ def test_two_processes_make_the_same_update_as_one(tmp_path):
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
                "WORLD_SIZE": "2", "RANK": str(rank), "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": "2",
                "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
-        procs.append(subprocess.Popen([sys.executable, "-m", "bgpo.cli", "train", "--config", str(cfg_file)],
-                                      cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+        procs.append(subprocess.Popen([sys.executable, str(REPO / "tests" / "fsdp_train.py"), "train", "--config",
+                                       str(cfg_file)], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.PIPE))
     for p in procs:
         assert p.wait(timeout=300) == 0, p.stderr.read().decode()[-3000:]
     two = tmp_path / "two" / "run"
     assert json.loads((latest_checkpoint(two) / "state.json").read_text())["world_size"] == 2
     a, b = weights(one / "final"), weights(two / "final")
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+    for k in a:  # float32 all-reduce order vs one batch, amplified by Adam at lr 1e-2; a lost step is off by ~1e-2
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-4)
     rows_one = [json.loads(line) for line in (one / "metrics.jsonl").read_text().splitlines()]
     rows_two = [json.loads(line) for line in (two / "metrics.jsonl").read_text().splitlines()]
     for r1, r2 in zip(rows_one, rows_two, strict=True):
         assert r1["reward_mean"] == r2["reward_mean"] and r1["sequences"] == r2["sequences"] == 4
-        assert r1["grad_norm"] == pytest.approx(r2["grad_norm"], rel=1e-4)
+        assert r1["grad_norm"] == pytest.approx(r2["grad_norm"], rel=1e-4) and r1["grad_norm"] > 0  # weights moved
 
 
 def test_packed_micro_batches_train_like_padded_ones(tmp_path):
