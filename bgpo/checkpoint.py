@@ -20,6 +20,7 @@ import torch
 
 from bgpo.config import Config, load_config
 from bgpo.errors import BGPOError
+from bgpo.model import DTYPES
 
 PREFIX = "step-"
 FSDP_SHARDS = "pytorch_model_fsdp_0"  # accelerate's sharded model folder in a checkpoint of an FSDP run
@@ -28,7 +29,6 @@ FSDP_SHARDS = "pytorch_model_fsdp_0"  # accelerate's sharded model folder in a c
 # ---------------------------------------------------------------------------------------------
 # building and loading the policy
 # ---------------------------------------------------------------------------------------------
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def resolve_device(device: str | None) -> torch.device:

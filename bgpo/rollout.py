@@ -17,15 +17,15 @@ from pathlib import Path
 import torch
 
 from bgpo.data import encode_prompts
-from bgpo.diffusion import generate
+from bgpo.diffusion import device_generator, generate
 
 SAMPLER, MASKS = 0, 1  # the random streams of a step
 
 
 def stream(seed: int, step: int, prompt: int, which: int, device: torch.device | str = "cpu") -> torch.Generator:
     """The generator of one (seed, step, prompt, stream) on ``device``: drawing there avoids host copies."""
-    key = ((seed * 1_000_003 + step) * 1_000_033 + prompt) * 4 + which
-    return torch.Generator(device=device).manual_seed(key)
+    key = (((seed * 1_000_003 + step) * 1_000_033 + prompt) * 4 + which) % 2**63  # any trainer seed fits
+    return device_generator(key, device)
 
 
 def safe_rewards(task, completions: list[str], examples: list[dict], log: Path | None) -> list[float]:
