@@ -180,13 +180,6 @@ def display_table(df: pd.DataFrame, formats: dict[str, str] | None = None, defau
     return out
 
 
-def flat_grad(model: torch.nn.Module) -> torch.Tensor:
-    """All parameter gradients as one vector (zeros where a parameter got none), then clears them."""
-    parts = [(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in model.parameters()]
-    model.zero_grad(set_to_none=True)
-    return torch.cat(parts)
-
-
 # paper_settings.csv column -> (config section, field) of a `bgpo.config.Config`
 PAPER_SETTINGS = {
     "train_steps": ("trainer", "steps"), "prompt_length": ("rollout", "max_prompt_length"),

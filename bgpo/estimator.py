@@ -225,8 +225,8 @@ def exact_offpolicy(new: list[MaskTable], old: list[MaskTable], advantages: Tens
 # gradient noise: mask vs rollout
 # ---------------------------------------------------------------------------------------------
 def flat_grad(model: torch.nn.Module) -> Tensor:
-    """All parameter gradients as one float32 vector (zeros where a parameter got none), then clears them."""
-    parts = [(p.grad if p.grad is not None else torch.zeros_like(p)).flatten().float() for p in model.parameters()]
+    """All parameter gradients as one vector in their dtype (zeros where a parameter got none), then clears them."""
+    parts = [(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in model.parameters()]
     model.zero_grad(set_to_none=True)
     return torch.cat(parts)
 
@@ -271,7 +271,7 @@ def draw_gradients(model: torch.nn.Module, batch: Batch, n_t_values: tuple[int, 
         sub = RolloutBatch(rb.input_ids, rb.attention_mask, rb.response_mask, rb.advantages, rb.masks[:, idx],
                            rb.old[:, idx])
         update(objective, model, sub, micro_batch_size=micro_batch_size, scale=scale)
-        return flat_grad(model)
+        return flat_grad(model).float()
 
     out = {}
     if "bgpo" in objectives:
