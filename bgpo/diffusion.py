@@ -61,14 +61,22 @@ def stratified_counts(response_len: Tensor, n_t: int, generator: torch.Generator
     ``1..L``: the ``n_t`` masking ratios cover ``(0, 1]`` evenly, which lowers the estimator's
     variance against independent draws.
     """
-    if n_t < 1:
-        raise BGPOError(f"n_t must be >= 1 (got {n_t}): it is the number of Monte Carlo mask samples")
     L = response_len.to(torch.float64)  # (B,)
     u = uniform_noise(tuple(L.shape), generator, L.device, torch.float64)
-    k = torch.floor(u * L) + 1  # (B,) in 1..L
-    j = torch.arange(n_t, dtype=torch.float64, device=L.device)
-    x = torch.floor(k[:, None] + j[None, :] * L[:, None] / n_t + 0.5)  # (B, n_t)
-    return ((x - 1) % L[:, None] + 1).long()
+    return stratified_from(torch.floor(u * L) + 1, L, n_t)  # k: (B,) in 1..L
+
+
+def stratified_from(k: Tensor, length: Tensor, n_t: int) -> Tensor:
+    """The ``n_t`` counts ``x_j = round(k + (j-1) L / n_t)`` wrapped into ``1..L`` for given draws ``k``.
+
+    ``k`` is ``(N,)`` and ``length`` is ``(N,)`` or a scalar; returns ``(N, n_t)``.
+    """
+    if n_t < 1:
+        raise BGPOError(f"n_t must be >= 1 (got {n_t}): it is the number of Monte Carlo mask samples")
+    k, L = k.to(torch.float64), length.to(torch.float64)
+    j = torch.arange(n_t, dtype=torch.float64, device=k.device)
+    x = torch.floor(k[:, None] + j[None, :] * L[..., None] / n_t + 0.5)  # (N, n_t)
+    return ((x - 1) % L[..., None] + 1).long()
 
 
 def draw_masks(response_mask: Tensor, n_t: int, generator: torch.Generator | None = None) -> Tensor:

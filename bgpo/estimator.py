@@ -50,7 +50,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from bgpo.diffusion import draw_masks, masked_logprobs
+from bgpo.diffusion import draw_masks, masked_logprobs, stratified_from
 from bgpo.errors import BGPOError
 from bgpo.objectives import RolloutBatch, bgpo_ratio, group_advantages, prepare_old, update
 
@@ -138,15 +138,10 @@ def count_variances(table: MaskTable) -> Tensor:
 def count_schedule(length: int, n_t: int) -> Tensor:
     """The ``n_t`` stratified counts for each value of the shared draw ``k``: ``(L, n_t)``, row ``k - 1``.
 
-    The formula of :func:`bgpo.diffusion.stratified_counts`, evaluated for every ``k`` in ``1..L``
-    instead of a random one (the test checks the two agree).
+    :func:`bgpo.diffusion.stratified_from` evaluated for every ``k`` in ``1..L`` instead of a random one.
     """
-    if n_t < 1:
-        raise BGPOError(f"n_t must be >= 1 (got {n_t}): it is the number of Monte Carlo mask samples")
     k = torch.arange(1, length + 1, dtype=torch.float64)  # (L,)
-    j = torch.arange(n_t, dtype=torch.float64)
-    x = torch.floor(k[:, None] + j[None, :] * float(length) / n_t + 0.5)  # (L, n_t)
-    return ((x - 1) % length + 1).long()
+    return stratified_from(k, torch.tensor(float(length)), n_t)
 
 
 def exact_elbo(tables: list[MaskTable]) -> Tensor:
