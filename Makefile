@@ -1,4 +1,5 @@
-# bgpo-book: `make book` executes the book at CPU scale and renders it; `make test` runs the tests.
+# bgpo-book: `make book` executes the book at CPU scale and renders it; `make test` runs the tests and, when
+# Quarto is found ($QUARTO or `quarto` on PATH), renders the committed book and checks the HTML.
 # Every target creates .venv when it is missing; torch is pinned first so pip never pulls a CUDA build.
 PYTHON ?= python3
 VENV   := .venv
@@ -8,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export MPLBACKEND := Agg
 
-.PHONY: book test clean venv
+.PHONY: book test site clean venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,9 +31,15 @@ venv: $(VENV)/.test-installed
 test: $(VENV)/.test-installed
 	$(BIN)/python -m pytest -q tests
 	$(BIN)/python -m pytest -q --nbval-lax --nbval-current-env -p no:cacheprovider notebooks
+	$(MAKE) --no-print-directory site
+
+# Render the committed chapters (no re-execution), fail on any Quarto error or warning, check the HTML
+# (bgpo.book.site_problems). Without Quarto it says how to get it and succeeds; REQUIRE_QUARTO=1 fails instead.
+site: $(VENV)/.test-installed
+	$(BIN)/python -m bgpo.book --render-only --strict $(if $(REQUIRE_QUARTO),--require-quarto)
 
 book: $(VENV)/.book-installed
-	$(BIN)/python -m bgpo.book
+	$(BIN)/python -m bgpo.book --strict
 
 clean:
 	rm -rf _book .quarto .pytest_cache

@@ -13,6 +13,7 @@ nbval and Quarto use — and find data through :func:`repo_root`, so relative pa
 from __future__ import annotations
 
 import argparse
+import html.parser
 import importlib.metadata
 import numbers
 import os
@@ -66,45 +67,53 @@ def _version(package: str) -> str | None:
 
 
 def environment_report() -> dict[str, object]:
-    """What the chapters will run on: versions, CPU/GPU, flash-attn, Quarto.
+    """The machine a launch will see: CPU/GPU, flash-attn (what the full-scale chapter checks on a node).
 
     flash-attn is optional: without it the model uses PyTorch SDPA (see the Memory chapter).
     """
     gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
     return {
         "python": platform.python_version(),
-        "platform": platform.platform(),
         "cpu cores": os.cpu_count(),
-        "torch": torch.__version__,
-        "transformers": _version("transformers"),
-        "accelerate": _version("accelerate"),
-        "bgpo": _version("bgpo"),
         "cuda available": torch.cuda.is_available(),
         "gpus": ", ".join(gpus) or "none",
         "flash-attn": _version("flash-attn") or _version("flash_attn") or "not installed (PyTorch SDPA is used)",
-        "quarto": quarto_version(),
     }
 
 
+# The packages whose versions decide the book's numbers and pages (index.qmd shows them).
+BUILT_WITH = ("torch", "transformers", "accelerate", "numpy", "pandas", "matplotlib", "papermill")
+
+
+def versions_report() -> dict[str, str]:
+    """The versions the book was built with: Python, the packages of :data:`BUILT_WITH`, bgpo and Quarto.
+
+    Only versions, never the build machine (cores, paths, GPUs): a reader needs to know what to install to
+    get the same pages, not what computer made them.
+    """
+    report = {"python": platform.python_version()}
+    report |= {name: _version(name) or "not installed" for name in (*BUILT_WITH, "bgpo")}
+    report["quarto"] = quarto_version()
+    return report
+
+
 def quarto_version() -> str:
-    """The Quarto that renders (or would render) the book: its version and where it was found.
+    """The version of the Quarto that renders (or would render) the book, without its path.
 
     When Quarto itself executes a page, its launcher exports ``QUARTO_BIN_PATH`` to the kernel even if
     ``quarto`` is not on PATH, so the page names the Quarto that rendered it.
     """
     found = quarto_binary()
     bin_dir = os.environ.get("QUARTO_BIN_PATH")
-    if found is None and bin_dir:
-        if not (Path(bin_dir) / "quarto").is_file():
-            return f"executing this page (QUARTO_BIN_PATH={bin_dir})"
+    if found is None and bin_dir and (Path(bin_dir) / "quarto").is_file():
         found = str(Path(bin_dir) / "quarto")
     if found is None:
-        return "not installed (needed only to render the website; every chapter executes without it)"
+        return "not installed (needed only to render the website)"
     try:
         version = subprocess.run([found, "--version"], capture_output=True, text=True, timeout=60).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         version = ""
-    return f"{version or 'unknown version'} ({found})"
+    return version or "unknown version"
 
 
 @torch.no_grad()
@@ -242,12 +251,9 @@ def run_streaming(command: list[str], cwd: Path | None = None) -> None:
         raise BGPOError(f"`{' '.join(command)}` exited with status {proc.returncode}; its log is above")
 
 
-QUARTO_HELP = """Quarto is not on PATH, so the website was not rendered. Install it with one of
-    pip install quarto-cli            (into this venv: .venv/bin/pip install quarto-cli; downloads the binary)
-    conda install -c conda-forge quarto   (or: conda env create -f environment.yml)
-    or the installer from https://quarto.org/docs/get-started/
-then run `make book` again (or `quarto render` in the repository root).
-The executed notebooks are already in {notebooks}; open them with `jupyter lab {notebooks}`."""
+QUARTO_HELP = ("Quarto not found, so the website was not rendered (every chapter was executed): get it with "
+               "`pip install quarto-cli` or `conda install -c conda-forge quarto` (or set QUARTO=/path/to/quarto), "
+               "then run `make book` again")
 
 
 # Kernels must draw figures inline even when the caller set MPLBACKEND=Agg (the Makefile does, for the tests):
@@ -322,15 +328,167 @@ def execute_page(path: Path) -> float | None:
 
 
 def quarto_binary() -> str | None:
-    """``quarto`` on PATH, or the one ``pip install quarto-cli`` put next to this Python."""
+    """The Quarto to render with: ``$QUARTO``, else ``quarto`` on PATH, else the one ``pip install quarto-cli``
+    put next to this Python; None when there is none."""
+    if os.environ.get("QUARTO"):
+        found = shutil.which(os.environ["QUARTO"])
+        if found is None:
+            raise BGPOError(f"QUARTO={os.environ['QUARTO']} is not an executable: unset it or point it at bin/quarto")
+        return found
     local = Path(sys.executable).parent / "quarto"
     return shutil.which("quarto") or (str(local) if local.is_file() else None)
+
+
+# Quarto's own warnings ("WARN: ...", "WARNING (file) ...") and pandoc's ("[WARNING] Citeproc: ..."): an
+# unresolved cross-reference, a missing citation or file. A kernel's log line ("[IPKernelApp] WARNING") is not one.
+QUARTO_WARNING = re.compile(r"^(?:\x1b\[[0-9;]*m)*(?:WARN(?:ING)?\b|\[WARNING\])", re.M)
+
+
+def quarto_warnings(log: str) -> list[str]:
+    """The warning lines of a ``quarto render`` log (ANSI colours removed)."""
+    return [re.sub(r"\x1b\[[0-9;]*m", "", line) for line in log.splitlines() if QUARTO_WARNING.match(line)]
+
+
+def render(root: Path, quarto: str, strict: bool = False) -> float:
+    """``quarto render`` the whole book in ``root`` into ``_book/``; returns the seconds taken.
+
+    The output streams to the terminal as it comes. Raises BGPOError when Quarto fails and, with ``strict``,
+    when it warns: an unresolved ``@fig-`` reference or a missing file only warns, and the page still ships.
+    The ``.qmd`` pages execute in this Python (``QUARTO_PYTHON``), so they import the same ``bgpo``.
+    """
+    env = dict(os.environ)
+    env.setdefault("QUARTO_PYTHON", sys.executable)
+    start = time.perf_counter()
+    lines = []
+    with subprocess.Popen([quarto, "render"], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, bufsize=1) as proc:
+        for line in proc.stdout:
+            print(line, end="", flush=True)
+            lines.append(line)
+    seconds = time.perf_counter() - start
+    if proc.returncode:
+        raise BGPOError(f"quarto render failed (exit {proc.returncode}); its messages are above")
+    warnings = quarto_warnings("".join(lines))
+    if strict and warnings:
+        raise BGPOError(f"quarto render warned {len(warnings)} time(s) (--strict):\n  " + "\n  ".join(warnings))
+    return seconds
+
+
+# ---------------------------------------------------------------------------------------------------------
+# What a reader must never see on the rendered site (checked after every render, and by tests/test_site.py).
+
+UNRESOLVED_REF = re.compile(r"\?@[\w-]+")                  # Quarto prints ?@fig-x for a reference it cannot resolve
+RAW_TEX = re.compile(r"\$[^$\n]{1,80}\$")                   # $n_t$ that never reached MathJax
+RAW_NAN = re.compile(r"(?<![\w.])(?:NaN|nan|<NA>|NaT)(?!\w)")
+MACHINE_PATH = re.compile(r"(?<![\w.~-])/(?:tmp|work|root|home)/[\w.~-]")
+
+
+class _PageText(html.parser.HTMLParser):
+    """A page's visible text, each piece tagged with where it sits: in math, in source code, in any code."""
+
+    SKIP = {"script", "style"}
+    TRACKED = SKIP | {"span", "code", "pre", "div"}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.stack: list[tuple[str, set[str]]] = []  # open tracked elements: (tag, classes)
+        self.pieces: list[tuple[str, set[str]]] = []  # (text, context)
+        self.links: list[tuple[str, set[str]]] = []   # (href, classes) of every <a>
+        self.attributes: list[str] = []                # href/src values
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = dict(attrs)
+        classes = set((values.get("class") or "").split())
+        for name in ("href", "src"):
+            if values.get(name):
+                self.attributes.append(values[name])
+        if tag == "a" and values.get("href"):
+            self.links.append((values["href"], classes))
+        if tag in self.TRACKED:
+            self.stack.append((tag, classes))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self.TRACKED:
+            for i in range(len(self.stack) - 1, -1, -1):
+                if self.stack[i][0] == tag:
+                    del self.stack[i:]
+                    break
+
+    def handle_data(self, data: str) -> None:
+        if not data.strip():
+            return
+        context = set()
+        for tag, classes in self.stack:
+            if tag in self.SKIP:
+                return
+            if tag == "span" and "math" in classes:
+                context.add("math")
+            if tag in ("code", "pre"):
+                context.add("code")
+                if "sourceCode" in classes:
+                    context.add("source")
+            if tag == "div" and "sourceCode" in classes:
+                context.add("source")
+        self.pieces.append((data, context))
+
+
+def page_problems(html_text: str) -> list[str]:
+    """What a reader must not see on one rendered page: an unresolved reference (``?@fig-x``), TeX outside
+    math (``$n_t$`` in a table header), a raw missing value (``NaN``), an absolute path of the build machine."""
+    parser = _PageText()
+    parser.feed(html_text)
+    problems = []
+
+    def report(kind: str, text: str, match: re.Match) -> None:
+        problems.append(f"{kind}: ...{text[max(0, match.start() - 50):match.end() + 30].strip()!r}")
+
+    for text, context in parser.pieces:
+        if "math" in context:
+            continue
+        if "code" not in context:
+            for pattern, kind in ((UNRESOLVED_REF, "unresolved reference"), (RAW_TEX, "raw TeX outside math")):
+                if m := pattern.search(text):
+                    report(kind, text, m)
+        if "source" not in context and (m := RAW_NAN.search(text)):
+            report("raw missing value", text, m)
+        if m := MACHINE_PATH.search(text):
+            report("machine path", text, m)
+    for value in parser.attributes:
+        if m := MACHINE_PATH.search(value) or (value.startswith("file:") and re.search("file:.*", value)):
+            report("machine path in a link", value, m)
+    return problems
+
+
+def sidebar_pages(html_text: str) -> list[str]:
+    """The pages a rendered page's sidebar links to, as paths relative to the site root (``notebooks/x.html``)."""
+    parser = _PageText()
+    parser.feed(html_text)
+    return [href.removeprefix("./") for href, classes in parser.links if "sidebar-link" in classes]
+
+
+def site_problems(site: Path, root: Path | None = None) -> list[str]:
+    """Every problem of a rendered site: a chapter of ``_quarto.yml`` with no page or missing from the sidebar,
+    a sidebar link to nothing, and :func:`page_problems` on every page."""
+    root = root or repo_root()
+    expected = [str(p.with_suffix(".html")) for p in chapters(root)]
+    problems = [f"{page}: not rendered" for page in expected if not (site / page).is_file()]
+    if (site / "index.html").is_file():
+        listed = sidebar_pages((site / "index.html").read_text())
+        problems += [f"sidebar: {page} missing" for page in expected if page not in listed]
+        problems += [f"sidebar: links to {page}, which is not a chapter" for page in listed if page not in expected]
+    for page in sorted(site.rglob("*.html")):
+        problems += [f"{page.relative_to(site)}: {p}" for p in page_problems(page.read_text())]
+    return problems
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bgpo.book", description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="+", metavar="NAME", help="execute only chapters whose file name contains NAME")
     parser.add_argument("--no-render", action="store_true", help="execute the chapters, skip quarto render")
+    parser.add_argument("--render-only", action="store_true",
+                        help="render the committed chapters without executing them (what `make test` checks)")
+    parser.add_argument("--strict", action="store_true", help="fail on a Quarto warning too, not only on an error")
+    parser.add_argument("--require-quarto", action="store_true", help="fail instead of skipping when Quarto is missing")
     args = parser.parse_args(argv)
     root = repo_root()
     pages = [root / p for p in chapters(root) if p.suffix in (".ipynb", ".qmd")]
@@ -341,6 +499,27 @@ def main(argv: list[str] | None = None) -> int:
     missing = [str(p.relative_to(root)) for p in pages if not p.is_file()]
     if missing:
         raise BGPOError(f"_quarto.yml lists chapters that do not exist: {missing}")
+    if not args.render_only:
+        execute_all(root, pages)
+    if args.no_render:
+        return 0
+    quarto = quarto_binary()
+    if quarto is None:
+        if args.require_quarto:
+            raise BGPOError(QUARTO_HELP)
+        print(QUARTO_HELP, flush=True)
+        return 0
+    seconds = render(root, quarto, strict=args.strict)
+    problems = site_problems(root / "_book", root)
+    if problems:
+        raise BGPOError(f"the rendered site has {len(problems)} problem(s):\n  " + "\n  ".join(problems))
+    print(f"website rendered in {seconds:.0f} s: open {root / '_book' / 'index.html'} in a browser "
+          f"(or `python -m http.server -d _book`)")
+    return 0
+
+
+def execute_all(root: Path, pages: list[Path]) -> None:
+    """Execute every page in reading order: notebooks in place (papermill), a .qmd page's python chunks."""
     total = time.perf_counter()
     for i, path in enumerate(pages, 1):
         name = path.relative_to(root)
@@ -355,17 +534,6 @@ def main(argv: list[str] | None = None) -> int:
     if not (yaml.safe_load((root / "_quarto.yml").read_text()).get("book") or {}).get("repo-url"):
         print("note: _quarto.yml sets no book: repo-url, so the site has no 'View source' / 'Report an issue' "
               "links; whoever publishes the book sets it (see the PUBLISHER comment there)", flush=True)
-    if args.no_render:
-        return 0
-    quarto = quarto_binary()
-    if quarto is None:
-        print(QUARTO_HELP.format(notebooks=root / "notebooks"))
-        return 0
-    if subprocess.run([quarto, "render"], cwd=root).returncode:
-        raise BGPOError("quarto render failed; its messages are above")
-    print(f"website written to {root / '_book'}; open {root / '_book' / 'index.html'} in a browser "
-          f"(or `python -m http.server -d _book`)")
-    return 0
 
 
 if __name__ == "__main__":

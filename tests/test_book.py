@@ -79,18 +79,45 @@ def test_data_files_carry_a_source():
         assert "source" in df.columns and df["source"].notna().all(), f"{path.name} needs a source on every row"
 
 
-def test_environment_report_and_chapters_errors(tmp_path):
-    report = book.environment_report()  # what index.qmd's environment check shows
-    assert set(report) == {"python", "platform", "cpu cores", "torch", "transformers", "accelerate", "bgpo",
-                           "cuda available", "gpus", "flash-attn", "quarto"}
+def test_environment_and_versions_reports_and_chapters_errors(tmp_path):
     import torch
 
-    assert report["torch"] == torch.__version__ and report["cpu cores"] >= 1 and report["bgpo"]
-    assert report["cuda available"] == torch.cuda.is_available()
+    report = book.environment_report()  # what the full-scale chapter checks on a node
+    assert set(report) == {"python", "cpu cores", "cuda available", "gpus", "flash-attn"}
+    assert report["cpu cores"] >= 1 and report["cuda available"] == torch.cuda.is_available()
     assert report["gpus"] == "none" or report["cuda available"]
+    versions = book.versions_report()  # what index.qmd shows: versions only, never the build machine
+    assert versions["torch"] == torch.__version__ and versions["bgpo"] and "quarto" in versions
+    assert not [v for v in versions.values() if "/" in v], versions
     (tmp_path / "_quarto.yml").write_text("project:\n  type: book\n")
     with pytest.raises(BGPOError, match="chapters"):
         book.chapters(tmp_path)
+
+
+def test_quarto_binary_honours_the_quarto_variable(tmp_path, monkeypatch):
+    fake = tmp_path / "quarto"
+    fake.write_text("#!/bin/sh\necho 9.9.9\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("QUARTO", str(fake))
+    assert book.quarto_binary() == str(fake) and book.quarto_version() == "9.9.9"
+    monkeypatch.setenv("QUARTO", str(tmp_path / "nothing"))
+    with pytest.raises(BGPOError, match="QUARTO="):
+        book.quarto_binary()
+
+
+def test_render_fails_on_an_error_and_in_strict_mode_on_a_warning(tmp_path):
+    quarto = tmp_path / "quarto"
+    quarto.write_text("#!/bin/sh\necho 'WARNING (a.qmd) Unable to resolve crossref @fig-x'\nexit ${EXIT:-0}\n")
+    quarto.chmod(0o755)
+    assert book.render(tmp_path, str(quarto)) >= 0  # a warning alone passes without --strict
+    with pytest.raises(BGPOError, match="warned 1 time"):
+        book.render(tmp_path, str(quarto), strict=True)
+    book.os.environ["EXIT"] = "1"
+    try:
+        with pytest.raises(BGPOError, match="quarto render failed"):
+            book.render(tmp_path, str(quarto))
+    finally:
+        del book.os.environ["EXIT"]
 
 
 def test_elbo_variance_falls_with_n_t():
@@ -212,12 +239,34 @@ def test_book_only_must_match_a_chapter():
 # several outputs into sub-figures (a), (b), ..., and shows table cells and display math at their natural
 # width, so these mistakes are visible here already.
 
-CELL_OPTION = re.compile(r"^#\|\s*([\w-]+):\s*(.*)$", re.M)
+def _options(cell) -> dict:
+    """A code cell's Quarto options: the leading `#|` lines, parsed as YAML exactly as Quarto reads them
+    (a double-quoted caption holding `\\ge` is a YAML error there, and fails here)."""
+    lines = []
+    for line in cell.source.splitlines():
+        if not line.startswith("#|"):
+            break
+        lines.append(line[2:].removeprefix(" "))
+    options = yaml.safe_load("\n".join(lines)) if lines else None
+    assert options is None or isinstance(options, dict), f"cell options are not a YAML mapping: {lines}"
+    return options or {}
 
 
-def _options(cell) -> dict[str, str]:
-    """The `#| key: value` options at the top of a code cell (Quarto's cell options)."""
-    return dict(CELL_OPTION.findall(cell.source))
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_cell_options_are_valid_yaml(path):
+    for i, cell in enumerate(c for c in _notebook(path).cells if c.cell_type == "code"):
+        try:
+            _options(cell)
+        except yaml.YAMLError as err:
+            pytest.fail(f"{path.name}, code cell {i + 1}: its #| options are not valid YAML (Quarto stops): {err}")
+
+
+def test_yaml_options_catch_a_tex_escape_in_double_quotes():
+    bad = nbformat.v4.new_code_cell('#| label: fig-x\n#| fig-cap: "Left: $e^z \\ge 1+z$"\nplot()')
+    with pytest.raises(yaml.YAMLError):
+        _options(bad)
+    good = nbformat.v4.new_code_cell("#| label: fig-x\n#| fig-cap: 'Left: $e^z \\ge 1+z$, Jensen''s gap'\nplot()")
+    assert _options(good) == {"label": "fig-x", "fig-cap": "Left: $e^z \\ge 1+z$, Jensen's gap"}
 
 
 def _outputs(cell) -> list:
@@ -431,7 +480,9 @@ def test_quarto_wraps_code_and_outputs_and_links_no_placeholder_repository():
     html = config["format"]["html"]
     assert html.get("code-overflow") == "wrap", "long source lines must wrap, not scroll off the page"
     header = str(html.get("include-in-header", ""))
-    assert ".cell-output" in header and "pre-wrap" in header, "command outputs must wrap too"
+    # Quarto styles the <code> inside an output's <pre> as `white-space: pre`: the rule must reach the code
+    assert re.search(r"\.cell-output[^{]*pre code[^{]*\{[^}]*white-space:\s*pre-wrap", header), \
+        "printed outputs must wrap: set white-space: pre-wrap on .cell-output pre code"
     repo = config["book"].get("repo-url")
     if repo is None:
         assert "repo-actions" not in config["book"], "repo-actions without repo-url"
