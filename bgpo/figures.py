@@ -24,21 +24,28 @@ from matplotlib.figure import Figure
 from bgpo.errors import BGPOError
 from bgpo.jsonl import iter_jsonl
 
-# The book's one style: readable at page width, colour-blind-safe palette (Okabe–Ito), light grid.
+# The book's one style: sized for the website's text column, colour-blind-safe palette (Okabe–Ito), light grid.
+# The column is ~660 px wide; a notebook shows a figure at figure.dpi, so 6.5 in x 100 dpi is drawn at its
+# natural size and 10-11 pt text stays 14-15 px tall on the page (a 9 in figure shrunk to fit made it ~7 px).
+# Functions that need another shape keep the 6.5 in width. Saved files get 200 dpi for print.
+COLUMN_WIDTH_IN = 6.5
 STYLE = {
-    "figure.figsize": (6.4, 3.8),
-    "figure.dpi": 110,
-    "savefig.dpi": 150,
+    "figure.figsize": (COLUMN_WIDTH_IN, 4.0),
+    "figure.dpi": 100,
+    "savefig.dpi": 200,
     "savefig.bbox": "tight",
-    "font.size": 10,
-    "axes.titlesize": 10,
-    "axes.labelsize": 10,
+    "font.size": 11,
+    "axes.titlesize": 11,
+    "axes.labelsize": 11,
+    "xtick.labelsize": 10,
+    "ytick.labelsize": 10,
     "axes.grid": True,
     "grid.alpha": 0.3,
     "axes.spines.top": False,
     "axes.spines.right": False,
     "legend.frameon": False,
-    "legend.fontsize": 8,
+    "legend.fontsize": 10,
+    "figure.titlesize": 11,
     "axes.prop_cycle": matplotlib.cycler(color=[
         "#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]),
 }
@@ -124,7 +131,7 @@ def main_results(df: pd.DataFrame) -> Figure:
     require_columns(df, ["benchmark", "method", "accuracy_pct", "source"], "main results")
     sources = list(dict.fromkeys(df["source"]))
     colors = _colors(df["method"])
-    fig, axes = plt.subplots(len(sources), 1, figsize=(7.5, 3.6 * len(sources)), squeeze=False)
+    fig, axes = plt.subplots(len(sources), 1, figsize=(COLUMN_WIDTH_IN, 4.2 * len(sources)), squeeze=False)
     for ax, source in zip(axes[:, 0], sources):
         part = df[df["source"] == source]
         benchmarks = list(dict.fromkeys(part["benchmark"]))
@@ -138,7 +145,7 @@ def main_results(df: pd.DataFrame) -> Figure:
         ax.set_xticks(x, benchmarks)
         ax.set_ylabel("accuracy (%)")
         ax.set_title(f"source: {source}", loc="left")
-        ax.legend(ncols=min(len(methods), 6), loc="upper left", bbox_to_anchor=(0, -0.1))
+        ax.legend(ncols=min(len(methods), 3), loc="upper left", bbox_to_anchor=(0, -0.1))
     fig.tight_layout()
     return fig
 
@@ -156,7 +163,7 @@ def zero_shot_by_length(df: pd.DataFrame) -> Figure:
     ax.set_xticks(lengths, [str(v) for v in lengths])
     ax.set_xlabel("generation length (tokens)")
     ax.set_ylabel("accuracy (%)")
-    ax.set_title(f"source: {'; '.join(dict.fromkeys(df['source']))}", loc="left", fontsize=8)
+    ax.set_title(f"source: {'; '.join(dict.fromkeys(df['source']))}", loc="left", fontsize=9, wrap=True)
     ax.legend()
     return fig
 
@@ -238,20 +245,21 @@ UNITS = {"MiB": 2.0**-20, "GiB": 2.0**-30, "GB": 1e-9}
 
 def memory_vs_nt(records: pd.DataFrame | Iterable[Mapping], *, memory: str = "activation_bytes",
                  time: str | None = "seconds", label: str | None = None, unit: str = "MiB",
-                 memory_label: str = "activation memory") -> Figure:
+                 memory_label: str = "activation memory", log_memory: bool = False) -> Figure:
     """Memory (bytes shown in ``unit``) and, when given, time per update (s) vs ``n_t``, one line per objective.
 
     ``records`` has one row per (objective, n_t) measurement, e.g. the output of ``bgpo bench memory``.
     ``label`` (e.g. the device) goes into the title so CPU and GPU measurements are never confused.
     The ``n_t`` axis is linear: memory that grows in proportion to ``n_t`` is then a straight line (on a
-    log2 axis it would look exponential).
+    log2 axis it would look exponential). ``log_memory`` puts memory on a log axis, so a line at a card's
+    80 GB stays visible next to a curve that reaches terabytes.
     """
     if unit not in UNITS:
         raise BGPOError(f"unit must be one of {sorted(UNITS)}, got {unit!r}")
     df = records if isinstance(records, pd.DataFrame) else pd.DataFrame(list(records))
     cols = ["objective", "n_t", memory] + ([time] if time else [])
     require_columns(df, cols, "memory records")
-    fig, axes = plt.subplots(1, 2 if time else 1, figsize=(9, 3.6) if time else (5.5, 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, 2 if time else 1, figsize=(COLUMN_WIDTH_IN, 3.6 if time else 4.0), squeeze=False)
     panels = [(memory, f"{memory_label} ({unit})", UNITS[unit])]
     panels += [(time, "time per update (s)", 1.0)] if time else []
     for ax, (col, ylabel, scale) in zip(axes[0], panels):
@@ -261,12 +269,15 @@ def memory_vs_nt(records: pd.DataFrame | Iterable[Mapping], *, memory: str = "ac
             style = OBJECTIVE_STYLES.get(str(name).lower(), {"marker": "o"})
             ax.plot(part.index, part.values * scale, label=str(name), color=colors[name], **style)
         ax.set_xlim(left=0)
-        ax.set_ylim(bottom=0)
+        if log_memory and col == memory:
+            ax.set_yscale("log")
+        else:
+            ax.set_ylim(bottom=0)
         ax.set_xlabel("MC samples per response $n_t$")
         ax.set_ylabel(ylabel)
         ax.legend()
     if label:
-        fig.suptitle(label, fontsize=9)
+        fig.suptitle(label, fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -448,7 +459,7 @@ def bound_plot(z_range: float = 2.0, n_t: int = 16, seed: int = 0) -> Figure:
     Gaussian ``delta_j`` of growing spread, zero exactly when all ``delta_j`` are equal (on-policy).
     """
     z = np.linspace(-z_range, z_range, 401)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(COLUMN_WIDTH_IN, 3.8))
     left.plot(z, np.exp(z), label=r"$e^{z}$ (ratio $\rho$)")
     left.plot(z, 1 + z, label=r"$1+z$ (BGPO, $A\geq 0$)")
     left.fill_between(z, 1 + z, np.exp(z), color="grey", alpha=0.2, label="gap ≥ 0")
