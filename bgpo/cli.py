@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "experiment": ("bgpo.experiment", "run the small-scale experiment grid of the book"),
     "variance": ("bgpo.estimator", "gradient noise vs n_t: mask vs rollout variance, SNR, cosine to a reference"),
     "figures": ("bgpo.figures", "redraw the book's figures from data files"),
+    "doctor": ("bgpo.doctor", "is this machine ready? environment, kernels, memory, one 8B update, end to end"),
 }
 
 
