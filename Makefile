@@ -39,7 +39,7 @@ site: $(VENV)/.test-installed
 	$(BIN)/python -m bgpo.book --render-only --strict $(if $(REQUIRE_QUARTO),--require-quarto)
 
 book: $(VENV)/.book-installed
-	$(BIN)/python -m bgpo.book --strict
+	$(BIN)/python -m bgpo.book
 
 clean:
 	rm -rf _book .quarto .pytest_cache

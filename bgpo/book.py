@@ -189,6 +189,17 @@ def display_table(df: pd.DataFrame, formats: dict[str, str] | None = None, defau
     return out
 
 
+def markdown(df: pd.DataFrame, formats: dict[str, str] | None = None, default: str = "{:g}", index: bool = True):
+    """``df`` shown as a Markdown table (a notebook display): one header row, and TeX such as ``$n_t$`` in a
+    header or cell is typeset, which pandas' HTML table leaves raw. Values are formatted by :func:`display_table`;
+    a named index (or several) becomes the first column(s)."""
+    from IPython.display import Markdown
+
+    if index and any(name is not None for name in df.index.names):
+        df = df.reset_index()
+    return Markdown(markdown_table(display_table(df, formats, default)))
+
+
 # paper_settings.csv column -> (config section, field) of a `bgpo.config.Config`
 PAPER_SETTINGS = {
     "train_steps": ("trainer", "steps"), "prompt_length": ("rollout", "max_prompt_length"),
@@ -641,7 +652,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-render", action="store_true", help="execute the chapters, skip quarto render")
     parser.add_argument("--render-only", action="store_true",
                         help="render the committed chapters without executing them (what `make test` checks)")
-    parser.add_argument("--strict", action="store_true", help="fail on a Quarto warning too, not only on an error")
+    parser.add_argument("--strict", action="store_true",
+                        help="fail on a Quarto warning and on a problem of the rendered HTML too, not only on an error")
     parser.add_argument("--require-quarto", action="store_true", help="fail instead of skipping when Quarto is missing")
     args = parser.parse_args(argv)
     root = repo_root()
@@ -666,7 +678,10 @@ def main(argv: list[str] | None = None) -> int:
     seconds = render(root, quarto, strict=args.strict)
     problems = site_problems(root / "_book", root)
     if problems:
-        raise BGPOError(f"the rendered site has {len(problems)} problem(s):\n  " + "\n  ".join(problems))
+        message = f"the rendered site has {len(problems)} problem(s):\n  " + "\n  ".join(problems)
+        if args.strict:
+            raise BGPOError(message + "\n(--strict)")
+        print(f"warning: {message}", flush=True)
     print(f"website rendered in {seconds:.0f} s: open {root / '_book' / 'index.html'} in a browser "
           f"(or `python -m http.server -d _book`)")
     return 0
