@@ -93,17 +93,17 @@ class Sizes:
     min_free_gb: float
 
 
-_E2E = ("trainer.steps=3", "trainer.checkpoint_every=1", "trainer.keep_checkpoints=3", "trainer.eval_every=0",
-        "trainer.eval_limit=4", "trainer.eval_batch_size=4", "trainer.progress=false", "rollout.prompts_per_step=2",
-        "data.num_train=64", "data.num_test=4")
+_E2E = ("trainer.steps=2", "trainer.checkpoint_every=1", "trainer.keep_checkpoints=2", "trainer.eval_every=0",
+        "trainer.eval_limit=4", "trainer.eval_batch_size=4", "trainer.eval_steps=8", "trainer.progress=false",
+        "rollout.prompts_per_step=2", "rollout.group_size=4", "data.num_train=64", "data.num_test=4")
 SIZES = {
     "cpu": Sizes(
         "cpu", "cpu", "float32",
         budgets={"environment": 10, "packed attention": 20, "sampler": 20, "memory vs n_t": 20, "one update": 30,
-                 "end to end": 60, "real weights": 60, "FSDP2": 120},
+                 "end to end": 90, "real weights": 60, "FSDP2": 120},
         packed=dict(preset="tiny", layers=None, prompts=(3, 5, 6, 8, 10, 13, 18, 26), response=24, logp_tol=1e-4,
-                    grad_tol=1e-4, repeats=3),
-        sampler=dict(preset="tiny", n_layers=None, batch=4, prompt_len=8, gen_length=16, steps=8, block_length=8,
+                    grad_tol=1e-4, repeats=1),
+        sampler=dict(preset="tiny", n_layers=None, batch=4, prompt_len=8, gen_length=8, steps=4, block_length=8,
                      temperature=0.6, repeats=1),
         memory=dict(preset="tiny", n_layers=None, seq_len=32, prompt_len=8, batch=2, n_ts=(1, 4)),
         update=("model.path=null", "model.preset=small", "model.dtype=float32", "optim.name=adamw", "optim.lr=1e-3",
@@ -112,7 +112,7 @@ SIZES = {
         e2e=_E2E, real=dict(gen_length=32, steps=16), min_free_gb=1.0),
     "cuda": Sizes(
         "cuda", "cuda", "bfloat16",
-        budgets={"environment": 15, "packed attention": 45, "sampler": 100, "memory vs n_t": 45, "one update": 180,
+        budgets={"environment": 15, "packed attention": 45, "sampler": 110, "memory vs n_t": 40, "one update": 180,
                  "end to end": 60, "real weights": 150, "FSDP2": 120},
         # 8 sequences, prompts 60-480 + 512 response: 72% real tokens, as book/data/gpu-h100/packed.json
         packed=dict(preset="llada-8b", layers=4, prompts=(60, 80, 100, 140, 180, 240, 338, 480), response=512,
@@ -249,7 +249,8 @@ def packed_attention(c: Check, ctx: Context) -> None:
         for flag in (False, True):
             times[flag].append(run(flag)[2])
     diff = (packed - padded).abs().max().item()
-    grad_diff = max((g_packed[n] - g).abs().max().item() / max(g.abs().max().item(), 1e-30) for n, g in g_padded.items())
+    grad_diff = max((g_packed[n] - g).abs().max().item() / max(g.abs().max().item(), 1e-30)
+                    for n, g in g_padded.items())
     t_padded, t_packed = statistics.median(times[False]), statistics.median(times[True])
     speedup = t_padded / t_packed
     c.figures.update(kernel=kernel, dtype=s.dtype, sequences=len(p["prompts"]), padded_tokens=ids.numel(),
@@ -275,7 +276,8 @@ def sampler(c: Check, ctx: Context) -> None:
     rows = bench_sampler(device=s.device, dtype=s.dtype, generators=("device", "cpu"), **p)
     by = {r["generator"]: r for r in rows}
     device_tps, cpu_tps = by["device"]["tokens_per_s"], by["cpu"]["tokens_per_s"]
-    c.figures.update(runs=rows, device_over_cpu=device_tps / cpu_tps, h100_cpu_generator_tokens_s=H100_CPU_GENERATOR_TOKENS_S)
+    c.figures.update(runs=rows, device_over_cpu=device_tps / cpu_tps,
+                     h100_cpu_generator_tokens_s=H100_CPU_GENERATOR_TOKENS_S)
     bar = SAMPLER_SPEEDUP * H100_CPU_GENERATOR_TOKENS_S
     c.judge("device-generator tokens/s", device_tps >= bar if s.kind == "cuda" else None,
             f"{device_tps:,.0f} tok/s ({device_tps / cpu_tps:.1f}x the host generator)",
@@ -318,7 +320,8 @@ def memory_vs_nt(c: Check, ctx: Context) -> None:
     c.judge(f"BGPO activations n_t={top['n_t']} / n_t=1", top["memory_ratio"] <= 1.05, f"{top['memory_ratio']:.3f}x",
             "<= 1.05x (flat)")
     elbo = max((r for k, r in ran.items() if k[0] == "elbo"), key=lambda r: r["n_t"])
-    c.judge(f"ELBO activations n_t={elbo['n_t']} / n_t=1", elbo["n_t"] > 1 and elbo["memory_ratio"] >= 0.75 * elbo["n_t"],
+    c.judge(f"ELBO activations n_t={elbo['n_t']} / n_t=1",
+            elbo["n_t"] > 1 and elbo["memory_ratio"] >= 0.75 * elbo["n_t"],
             f"{elbo['memory_ratio']:.2f}x", f">= {0.75 * elbo['n_t']:g}x (linear)")
     oom = [f"{r['objective']} n_t={r['n_t']}" for r in rows if r["oom"]]
     c.note("out of memory (recorded, not fatal)", INFO, ", ".join(oom) or "none")
@@ -330,20 +333,18 @@ def one_update(c: Check, ctx: Context) -> None:
     """One BGPO update + optimiser step of the one-GPU recipe; checkpoint round trip; the size of the step."""
     from accelerate import Accelerator
 
-    from bgpo import checkpoint
     from bgpo.config import load_config
-    from bgpo.memory import measure_update, synthetic_rollouts
     from bgpo.model import DTYPES, init_model
-    from bgpo.optim import build_optimizer, state_bytes_per_param
+    from bgpo.optim import build_optimizer
     from bgpo.plan import model_dims, n_params, plan
 
     s = ctx.sizes
     cfg = load_config("llada8b-math-1gpu", list(s.update))
     cfg.trainer.output_dir = str(ctx.work / "one-update")
     dims = model_dims(cfg)
-    P, w = n_params(dims), 2 if cfg.model.dtype == "bfloat16" else 4
-    c.figures.update(params=P, optimizer=cfg.optim.name, lr=cfg.optim.lr, n_t=cfg.objective.n_t,
-                     batch=cfg.objective.micro_batch_size, seq_len=cfg.rollout.max_prompt_length + cfg.rollout.gen_length,
+    c.figures.update(params=n_params(dims), optimizer=cfg.optim.name, lr=cfg.optim.lr, n_t=cfg.objective.n_t,
+                     batch=cfg.objective.micro_batch_size,
+                     seq_len=cfg.rollout.max_prompt_length + cfg.rollout.gen_length,
                      gradient_checkpointing=cfg.model.gradient_checkpointing, dtype=cfg.model.dtype)
     predicted = None
     if s.kind == "cuda":
@@ -362,6 +363,22 @@ def one_update(c: Check, ctx: Context) -> None:
     optimizer = build_optimizer(model.parameters(), cfg.optim)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    try:
+        _update_and_checkpoint(c, ctx, cfg, accelerator, model, optimizer, scheduler, predicted)
+    finally:
+        accelerator.free_memory()  # the accelerator holds the prepared objects: 8B weights + states on the GPU
+        shutil.rmtree(cfg.trainer.output_dir, ignore_errors=True)  # a 32 GB checkpoint at 8B
+
+
+def _update_and_checkpoint(c: Check, ctx: Context, cfg, accelerator, model, optimizer, scheduler,
+                           predicted: float | None) -> None:
+    """Check 5 once the model and optimiser exist: the update, the step, the checkpoint round trip."""
+    from bgpo import checkpoint
+    from bgpo.memory import measure_update, synthetic_rollouts
+    from bgpo.optim import state_bytes_per_param
+
+    s, dims = ctx.sizes, model.config
+    P, w = c.figures["params"], 2 if cfg.model.dtype == "bfloat16" else 4
     tensors = synthetic_rollouts(dims.vocab_size, cfg.objective.micro_batch_size, c.figures["seq_len"],
                                  cfg.rollout.max_prompt_length, 2, torch.device(s.device))
     if s.kind == "cuda":
@@ -377,7 +394,8 @@ def one_update(c: Check, ctx: Context) -> None:
     step_s = time.perf_counter() - start
     moved = _mean_move(sample) / cfg.optim.lr
     c.figures.update(activation_bytes=activations, update_s=update_s, optimizer_step_s=step_s, moved_over_lr=moved)
-    c.judge("update + optimiser step time", True, f"{update_s:.2f} s + {step_s:.2f} s", "measured (first step compiles)")
+    c.judge("update + optimiser step time", True, f"{update_s:.2f} s + {step_s:.2f} s",
+            "measured (first step compiles)")
     if s.kind == "cuda":
         peak = torch.cuda.max_memory_allocated() / 1e9
         c.figures["peak_gb"] = peak
@@ -412,7 +430,6 @@ def one_update(c: Check, ctx: Context) -> None:
     c.judge("checkpoint reload bit-identical (weights + optimiser)", not bad and len(states) > 0,
             f"{len(weights)} + {len(states)} tensors equal" if not bad else f"{len(bad)} differ, e.g. {bad[0]}",
             "all equal")
-    shutil.rmtree(cfg.trainer.output_dir, ignore_errors=True)
 
 
 def end_to_end(c: Check, ctx: Context) -> None:
@@ -438,7 +455,8 @@ def end_to_end(c: Check, ctx: Context) -> None:
         err = proc.communicate()[1]
     killed_at = latest_checkpoint(run)
     if killed_at is None:
-        raise BGPOError(f"bgpo train ended (status {proc.returncode}) before its first checkpoint: {err.strip()[-300:]}")
+        raise BGPOError(f"bgpo train ended (status {proc.returncode}) before its first checkpoint: "
+                        f"{err.strip()[-300:]}")
     first_s = time.perf_counter() - start
     c.judge("SIGKILL mid-run", not (run / "final").exists(), f"after {killed_at.name}", "before the last step")
     cfg = load_config("tiny-sudoku", list(s.e2e))
@@ -581,6 +599,14 @@ def _run_disk_gb() -> float:
     return (cfg.trainer.keep_checkpoints + 1) * per / 1e9
 
 
+def _cpu_name() -> str:
+    """The CPU's model name (Linux), else the machine type: the device of a CPU-size report."""
+    info = Path("/proc/cpuinfo")
+    names = [ln.split(":", 1)[1].strip() for ln in (info.read_text().splitlines() if info.is_file() else [])
+             if ln.startswith("model name")]
+    return f"{names[0]} x {len(names)}" if names else platform.machine()
+
+
 def _sync(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
@@ -665,7 +691,8 @@ def run_check(name: str, fn: Callable[[Check, Context], None], ctx: Context, lim
     except torch.OutOfMemoryError as err:
         c.status, c.error = ERROR, f"out of memory: {str(err).splitlines()[0][:200]}"
     except Exception as err:  # any failure of a check is its result; the next check runs
-        c.status, c.error = ERROR, f"{type(err).__name__}: {str(err).strip().splitlines()[0][:300] if str(err).strip() else ''}"
+        first = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
+        c.status, c.error = ERROR, f"{type(err).__name__}: {first}"
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
@@ -717,7 +744,7 @@ def run_doctor(gpu: bool = False, model_path: str | Path | None = None, budget_s
         if own_work:
             shutil.rmtree(work, ignore_errors=True)
     rows = [r for c in checks for r in c.rows]
-    device = torch.cuda.get_device_name() if gpu else platform.processor() or platform.machine()
+    device = torch.cuda.get_device_name() if gpu else _cpu_name()
     return {
         "bgpo_doctor": 1, "kind": sizes.kind, "device": device, "gpus": gpus,
         "started": started.isoformat(timespec="seconds"), "seconds": round(time.perf_counter() - t0, 1),
@@ -802,12 +829,16 @@ def fsdp_worker(out: Path, argv: list[str]) -> int:
     from bgpo.cli import main as cli
 
     calls, per_update = [0], []
-    reduce_scatter = dist.reduce_scatter_tensor
 
-    def counted(*args, **kwargs):
-        calls[0] += 1
-        return reduce_scatter(*args, **kwargs)
+    def counting(collective):
+        def counted(*args, **kwargs):
+            calls[0] += 1
+            return collective(*args, **kwargs)
+        return counted
 
+    for name in ("reduce_scatter_single", "reduce_scatter_tensor"):  # FSDP2 calls the first (torch 2.13)
+        if hasattr(dist, name):
+            setattr(dist, name, counting(getattr(dist, name)))
     update = bgpo.train.update
 
     def counted_update(*args, **kwargs):
@@ -817,7 +848,7 @@ def fsdp_worker(out: Path, argv: list[str]) -> int:
         finally:
             per_update.append(calls[0])
 
-    dist.reduce_scatter_tensor, bgpo.train.update = counted, counted_update
+    bgpo.train.update = counted_update
     code = cli(argv)
     rank = int(os.environ.get("RANK", "0"))
     (out / f"rank{rank}.json").write_text(json.dumps({"rank": rank, "reduce_scatters_per_update": per_update}))
