@@ -1,6 +1,8 @@
 """The code reward against hostile programs, through the code task's public reward path.
 
-Three families. *Refused* attacks try something the sandbox must stop and then define a correct
+Attacks that start native processes need an interpreter whose ``_posixsubprocess`` is built in
+(loaded without an import event): the system's ``python3`` where it has one, put in place of the
+sandbox's interpreter for this module; elsewhere those attacks are left out. Three families. *Refused* attacks try something the sandbox must stop and then define a correct
 ``add``: had the attack worked, the program would score 1, so a 0 means it was stopped. *Contained*
 attacks (swarms, escapes, cleanup sabotage) define a wrong ``add``; what matters is that the caller
 lives, nothing outside changes, nothing keeps running and the sandbox directory goes. *Forgeries*
@@ -11,6 +13,8 @@ checked in the judge process); all run concurrently in one batch.
 
 from __future__ import annotations
 
+import ctypes
+import dataclasses
 import os
 import socket
 import subprocess
@@ -23,12 +27,15 @@ from pathlib import Path
 import pytest
 
 from bgpo import sandbox
+from bgpo.sandbox import runner
 from bgpo.tasks import code as code_task
 from bgpo.tasks import get_task
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the sandbox's isolation is Linux-only")
 
-FAST = sandbox.Limits(cpu_seconds=2, wall_seconds=4.0, memory_bytes=256 << 20, output_bytes=256 << 10)
+FAST = sandbox.Limits(cpu_seconds=2, wall_seconds=4.0, memory_bytes=256 << 20, output_bytes=256 << 10,
+                      disk_bytes=8 << 20)
+SYSTEM_PYTHON = "/usr/bin/python3"
 ADD = "\ndef add(a, b):\n    return a + b\n"
 WRONG = "\ndef add(a, b):\n    return 0\n"
 MARK = str(900000 + os.getpid() % 99999)  # in the command line of every process an attack starts
@@ -42,6 +49,12 @@ def shell(script, setsid=False):
                          -1, -1, -1, -1, -1, -1, *__import__('os').pipe(), False, setsid, -1,
                          None, None, None, -1, None, False)
 """
+
+
+def py(code: str, background: bool = False, setsid: bool = False) -> str:
+    """Program lines that run ``code`` in the system's python3 through ``shell``: no guard in there."""
+    name = f"native-{MARK}-{abs(hash(code)) % 10**6}.py"  # MARK in its command line
+    return f"open({name!r}, 'w').write({code!r})\nshell({'python3 ' + name + (' &' if background else '')!r}, setsid={setsid})\n"
 
 
 def refused(outside: Path, keep: Path, port: int, sentinel: int, caller: int) -> dict[str, str]:
@@ -82,11 +95,38 @@ def refused(outside: Path, keep: Path, port: int, sentinel: int, caller: int) ->
         "caller memory via /proc": f"open('/proc/{caller}/mem', 'rb')",
         "own memory via /proc/self/mem": "open('/proc/self/mem', 'r+b')",
         "environment secret": "import os\nassert os.environ['BGPO_TEST_SECRET'] == 's3cret'",
+        "subinterpreter without the guard": "import _xxsubinterpreters as i\n"
+                                            "i.run_string(i.create(), 'import ctypes')",
+        "subinterpreter through importlib": "import importlib\ni = importlib.import_module('_interpreters')",
+        "many files, each under the file size limit": "for i in range(40):\n"
+                                                      "    open(f'f{i}', 'wb').write(b'x' * ((1 << 20) - 1))",
+        "connect to a host Unix socket": SHELL + py(f"import socket\nsocket.socket(socket.AF_UNIX).connect({UNIX_SOCKET!r})\n"
+                                                    "open('connected', 'w')") + "import time\ntime.sleep(1.5)\nopen('connected')",
+        "connect to a host abstract socket": SHELL + py(f"import socket\nsocket.socket(socket.AF_UNIX).connect('\\0{ABSTRACT}')\n"
+                                                        "open('connected', 'w')") + "import time\ntime.sleep(1.5)\nopen('connected')",
+        "memory across three children": SHELL + py("b = bytearray(120 << 20)\nimport time\ntime.sleep(3)", background=True) * 3
+                                        + "import time\ntime.sleep(2)\n"
+                                        + py("import os\ntotal = 0\nfor p in filter(str.isdigit, os.listdir('/proc')):\n"
+                                             "    try:\n        total += int(open(f'/proc/{p}/statm').read().split()[1]) * 4096\n"
+                                             "    except OSError:\n        pass\nopen('total', 'w').write(str(total))")
+                                        + "time.sleep(0.5)\nassert int(open('total').read()) > 300 << 20",
     }
 
 
 def contained(outside: Path) -> dict[str, str]:
     return {
+        "PID 1 and a child clear PDEATHSIG, setsid, close pipes, sleep":
+            SHELL + py(f"import ctypes, os, time\nctypes.CDLL(None).prctl(1, 0, 0, 0, 0)\nos.setsid()\n"
+                       f"os.closerange(0, 1024)\ntime.sleep({MARK})", background=True, setsid=True)
+            + "import os, time\nos.setsid()\nos.closerange(0, 1024)\ntime.sleep(30)",
+        "SysV shared memory, queue, semaphore and a POSIX queue":
+            SHELL + "shell('ipcmk -M 4096 -Q -S 1')\n"
+            + py(f"import ctypes\nctypes.CDLL(None).mq_open(b'/{MQUEUE}', 0o100 | 2, 0o666, None)") + "import time\ntime.sleep(1)",
+        "swap a directory for a symlink while it is cleaned up":
+            SHELL + "import os\nfor i in range(300):\n    os.mkdir(f'd{i}')\n"
+            + py(f"import os\nwhile True:\n    os.rename('d0', 'x')\n    os.symlink({str(outside)!r}, 'd0')\n"
+                 "    os.unlink('d0')\n    os.rename('x', 'd0')", background=True, setsid=True)
+            + "import time\ntime.sleep(0.3)",
         "fork bomb": "import os\nwhile True:\n    os.fork()",
         "process swarm through an unaudited import": SHELL + "for _ in range(200):\n"
                                                              f"    shell('while :; do sleep {MARK} & done')",
@@ -130,9 +170,20 @@ def forgeries() -> dict[str, str]:
         "read the answers from the caller": "import os\ndef add(a, b):\n"
                                             "    return [open(f'/proc/{p}/cmdline', 'rb').read() for p in os.listdir('/proc') if p.isdigit()]",
         "answer with NaN": "def add(a, b):\n    return float('nan')",
+        "stall the judge: a set of ints with one hash": "def add(a, b):\n    m = (1 << 61) - 1\n"
+                                                      "    return {m * i for i in range(1, 100_000)}",
+        "stall the judge: a deep nest": "def add(a, b):\n    x = []\n    for _ in range(100_000):\n"
+                                        "        x = [x]\n    return x",
+        "a handle that claims to be equal": "class E:\n    def __eq__(self, other):\n        return True\n"
+                                            "    def __bool__(self):\n        return True\n"
+                                            "def add(a, b):\n    return [E()]",
+        "raise AssertionError's cousin to end the judge": "def add(a, b):\n    raise SystemExit(0)",
     }
 
 
+UNIX_SOCKET = f"/tmp/bgpo-sock-{MARK}"
+ABSTRACT = f"bgpo-abstract-{MARK}"
+MQUEUE = f"bgpo-mq-{MARK}"
 UNAUDITED = ("mkfifo outside (no audit event)", "mknod outside (no audit event)", "shell through an unaudited import")
 
 
@@ -164,7 +215,28 @@ def _running(marker: str) -> list[str]:
 
 def _snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
     return {str(p.relative_to(folder)): (p.lstat().st_mode, p.read_bytes() if p.is_file() else b"")
-            for p in sorted(folder.rglob("*"))}
+            for p in [folder, *sorted(folder.rglob("*"))]}
+
+
+def _native_python() -> bool:
+    """Whether the system's python3 has ``_posixsubprocess`` built in (the shell attacks need it)."""
+    probe = "import sys; assert '_posixsubprocess' in sys.builtin_module_names"
+    return os.path.exists(SYSTEM_PYTHON) and subprocess.run([SYSTEM_PYTHON, "-c", probe]).returncode == 0
+
+
+def _ipc_objects() -> str:
+    return subprocess.run(["ipcs"], capture_output=True, text=True).stdout if os.path.exists("/usr/bin/ipcs") else ""
+
+
+def _mqueue_exists() -> bool:
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.mq_open(f"/{MQUEUE}".encode(), 0)
+    if fd >= 0:
+        libc.mq_close(fd)
+    return fd >= 0
+
+
+_CHOSEN = runner.chosen_layers
 
 
 @pytest.fixture(scope="module")
@@ -180,15 +252,22 @@ def hostile_run():
     before = _snapshot(outside)
     work = Path(tempfile.mkdtemp(prefix="bgpo-work-"))
     work.chmod(0o755)
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(8)
-    listener.setblocking(False)
+    listeners = [socket.socket(), socket.socket(socket.AF_UNIX), socket.socket(socket.AF_UNIX)]
+    for listener, address in zip(listeners, [("127.0.0.1", 0), UNIX_SOCKET, "\0" + ABSTRACT]):
+        listener.bind(address)
+        listener.listen(8)
+        listener.setblocking(False)
+    os.chmod(UNIX_SOCKET, 0o777)
+    listener = listeners[0]
+    ipc_before = _ipc_objects()
+    chosen, native = runner.chosen_layers(), _native_python()
     sentinel = subprocess.Popen(["sleep", "300"])
     os.environ["BGPO_TEST_SECRET"] = "s3cret"
     old_limits, old_tempdir = code_task.LIMITS, tempfile.tempdir
     try:
         code_task.LIMITS, tempfile.tempdir = FAST, str(work)
+        if native:
+            runner.chosen_layers = lambda: dataclasses.replace(chosen, python=SYSTEM_PYTHON)
         programs = {name: attack + ADD for name, attack in
                     refused(outside, keep, listener.getsockname()[1], sentinel.pid, os.getpid()).items()
                     if _os_layer() or name not in UNAUDITED}
@@ -207,27 +286,33 @@ def hostile_run():
         rewards = get_task("code").rewards(completions * 2, [called] * len(programs) + [judged] * len(programs))
         seconds = time.monotonic() - start
         time.sleep(0.5)  # anything that escaped would be running now
-        try:
-            listener.accept()
-            connected = True
-        except BlockingIOError:
-            connected = False
+        connected = []
+        for each in listeners:
+            try:
+                each.accept()
+                connected.append(each.family)
+            except BlockingIOError:
+                pass
         yield {"names": list(programs), "called": rewards[: len(programs)], "judged": rewards[len(programs):],
                "seconds": seconds, "running": _running(MARK), "connected": connected, "before": before,
                "after": _snapshot(outside), "sentinel_alive": sentinel.poll() is None,
-               "leftover": sorted(os.listdir(work)), "stray": list(Path("/dev/shm").glob(f"bgpo-pwned-{MARK}*"))}
+               "leftover": sorted(os.listdir(work)), "stray": list(Path("/dev/shm").glob(f"bgpo-pwned-{MARK}*")),
+               "ipc": (ipc_before, _ipc_objects()), "mqueue": _mqueue_exists(), "native": native}
     finally:
         code_task.LIMITS, tempfile.tempdir = old_limits, old_tempdir
+        runner.chosen_layers = _CHOSEN
         os.environ.pop("BGPO_TEST_SECRET", None)
         sentinel.kill()
         sentinel.wait()
-        listener.close()
+        for each in listeners:
+            each.close()
+        os.unlink(UNIX_SOCKET)
         sandbox.remove_tree(str(outside))
         sandbox.remove_tree(str(work))
 
 
 def test_suite_is_large_and_quick(hostile_run):
-    assert len(hostile_run["names"]) >= 44
+    assert len(hostile_run["names"]) >= (60 if hostile_run["native"] else 30)
     assert hostile_run["seconds"] < 60
 
 
@@ -239,7 +324,8 @@ def test_every_hostile_program_scores_zero(hostile_run):
 
 def test_the_caller_and_its_neighbours_are_unharmed(hostile_run):
     assert hostile_run["sentinel_alive"]
-    assert not hostile_run["connected"]
+    assert hostile_run["connected"] == []
+    assert hostile_run["ipc"][0] == hostile_run["ipc"][1] and not hostile_run["mqueue"]
     assert hostile_run["after"] == hostile_run["before"]
     assert hostile_run["stray"] == []
 

@@ -1,19 +1,18 @@
 """Python coding problems (HumanEval, MBPP, DeepCoder/APPS-style): run the answer against unit tests.
 
 Reward: 1 only if every test passes, else 0. The program runs in :mod:`bgpo.sandbox`, and the
-verdict is always reached outside its process (a policy that can make its own process say
-"passed" would learn to); tests come in three kinds:
+verdict is always reached outside its process, by the sandbox's trusted judge (a policy that can
+make its own process say "passed" would learn to); tests come in three kinds:
 
 * ``call`` -- the function ``name`` on ``args`` must return ``expected`` (APPS/TACO ``fn_name``,
   DeepCoder functional tests; like their checkers, ``[output] == expected`` also counts);
 * ``assert`` -- Python test code. Lines of the form ``assert f(<literals>) == <literal>`` with
-  ``f`` the entry point (most of MBPP) are converted to calls with an expected value, as EvalPlus
-  does; the program's answers come back as plain data and are compared here, with Python's
-  ``==`` between builtins (an object with a forged ``__eq__`` never leaves the program). Any other
-  test code (HumanEval's ``check(candidate)``, ``math.isclose``, random inputs) runs in the
-  sandbox's separate judge process after the problem's setup and prompt, with ``candidate`` and
-  the entry point calling into the program; only returned data crosses, so a verdict can be
-  forged only by returning the right values;
+  ``f`` the entry point (most of MBPP) are converted to checks with an expected value, as EvalPlus
+  does, so the expected values never reach the program. Any other test code (HumanEval's
+  ``check(candidate)``, ``math.isclose``, random inputs) runs as it is in the judge after the
+  problem's setup and prompt, with ``candidate`` and the program's functions and classes as proxies
+  into the program; answers come back as genuine standard values (an object with a forged
+  ``__eq__`` never leaves the program), so a verdict can be forged only by returning the right values;
 * ``stdio`` -- the solution is run with ``input`` on stdin and must print ``output``
   (compared here line by line, trailing white space ignored).
 
@@ -60,39 +59,33 @@ def extract_code(completion: str, entry_point: str | None = None) -> str | None:
     return blocks[-1]
 
 
-Accepted = tuple[tuple[object, ...], ...]  # per call of a program: the values that count as right
+def programs(code: str, example: Example) -> list[sandbox.Program]:
+    """The sandbox programs that test ``code`` on ``example``.
 
-
-def programs(code: str, example: Example) -> list[tuple[sandbox.Program, Accepted]]:
-    """The sandbox programs that test ``code`` on ``example``, each with its accepted answers.
-
-    All calls (``call`` tests and converted asserts) go to one program; each other ``assert``
-    test gets a judged program, each ``stdio`` test its own run.
+    All calls (``call`` tests and converted asserts) become checks of one judged program; each
+    other ``assert`` test gets a judged program, each ``stdio`` test its own run.
     """
     entry = example.get("entry_point")
     if entry and not re.search(rf"\bdef\s+{re.escape(entry)}\s*\(", code) and example.get("prefix"):
         code = example["prefix"] + code  # a function body completing the HumanEval signature
     setup = example.get("setup", "")
     source = f"{setup}\n{code}\n"
-    calls: list[tuple[str, tuple, dict]] = []
-    accepted: list[tuple[object, ...]] = []
-    out: list[tuple[sandbox.Program, Accepted]] = []
+    checks: list[tuple[str, tuple, dict, tuple]] = []
+    out: list[sandbox.Program] = []
     for test in example["tests"]:
         if test["kind"] == "call":
             expected = test["expected"]
             wrapped = (expected[0],) if isinstance(expected, list) and len(expected) == 1 else ()
-            calls.append((test["name"], tuple(test["args"]), {}))
-            accepted.append((expected, *wrapped))
+            checks.append((test["name"], tuple(test["args"]), {}, (expected, *wrapped)))
         elif test["kind"] == "assert" and (pairs := assert_calls(test["code"], entry)) is not None:
-            calls += [(name, args, kwargs) for name, args, kwargs, _ in pairs]
-            accepted += [(expected,) for *_, expected in pairs]
+            checks += [(name, args, kwargs, (expected,)) for name, args, kwargs, expected in pairs]
         elif test["kind"] == "assert":
-            out.append((sandbox.Program(source, judge=test["code"], entry_point=entry or "candidate",
-                                        judge_setup=f"{setup}\n{example.get('prefix', '')}"), ()))
+            out.append(sandbox.Program(source, judge=test["code"], entry_point=entry or "candidate",
+                                       judge_setup=f"{setup}\n{example.get('prefix', '')}"))
         else:
-            out.append((sandbox.Program(source, stdin=test["input"], expected_stdout=test["output"]), ()))
-    if calls:
-        out.insert(0, (sandbox.Program(source, calls=tuple(calls)), tuple(accepted)))
+            out.append(sandbox.Program(source, stdin=test["input"], expected_stdout=test["output"]))
+    if checks:
+        out.insert(0, sandbox.Program(source, checks=tuple(checks), judge_setup=setup))
     return out
 
 
@@ -124,16 +117,6 @@ def assert_calls(code: str, entry: str | None) -> list[tuple[str, tuple, dict, o
             return None
         pairs.append((call.func.id, args, kwargs, expected))
     return pairs or None
-
-
-def passes(result: sandbox.Result, accepted: Accepted) -> bool:
-    """A run passes when the sandbox says so and every answer is one of the accepted values."""
-    if not result.passed or len(result.outputs) != len(accepted):
-        return False
-    try:
-        return all(any(output == value for value in values) for output, values in zip(result.outputs, accepted))
-    except RecursionError:
-        return False
 
 
 def _call_test(fn_name: str, args: list, expected: object) -> dict:
@@ -204,16 +187,16 @@ class Code(Task):
 
     def rewards(self, completions: Sequence[str], examples: Sequence[Example]) -> list[float]:
         """All programs of the batch go to one concurrent sandbox pool."""
-        jobs: list[tuple[int, sandbox.Program, Accepted]] = []
+        jobs: list[tuple[int, sandbox.Program]] = []
         for i, (completion, example) in enumerate(zip(completions, examples, strict=True)):
             code = extract_code(completion, example.get("entry_point"))
             if code is not None and example["tests"]:
-                jobs += [(i, p, accepted) for p, accepted in programs(code, example)]
-        results = sandbox.run_many([p for _, p, _ in jobs], LIMITS)
+                jobs += [(i, p) for p in programs(code, example)]
+        results = sandbox.run_many([p for _, p in jobs], LIMITS)
         ran, passed = [0] * len(examples), [0] * len(examples)
-        for (i, _, accepted), result in zip(jobs, results):
+        for (i, _), result in zip(jobs, results):
             ran[i] += 1
-            passed[i] += passes(result, accepted)
+            passed[i] += result.passed
         return [float(ran[i] > 0 and passed[i] == ran[i]) for i in range(len(examples))]
 
     def metrics(self, completions: Sequence[str], examples: Sequence[Example],

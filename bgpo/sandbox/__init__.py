@@ -1,0 +1,27 @@
+"""Run untrusted, model-written Python and judge it from outside, without ever raising.
+
+The code reward runs programs that a policy wrote, and a policy optimises whatever the reward pays
+for, so every program is treated as hostile -- and every honest program must still score 1, since a
+reward with false negatives teaches the wrong thing. Three parts, one file each, each with its
+threat model:
+
+* :mod:`~bgpo.sandbox.layers` (with :mod:`~bgpo.sandbox.launch`) -- the operating system's layers:
+  PID/IPC/network/mount/UTS namespaces with a read-only root and a size-limited tmpfs, memory and
+  pids cgroups for the whole run, the ``nobody`` uid, Landlock, rlimits; a run ends by killing its
+  PID namespace from outside and is over only when that is proven;
+* :mod:`~bgpo.sandbox.harness` -- the program's side: the Python guard (second line only), the
+  program as a module, a server that turns its values into data and keeps its objects as handles;
+* :mod:`~bgpo.sandbox.judge` -- the trusted judge, a separate process that runs the test code with
+  the program's module behind a proxy: values come back rebuilt as genuine standard types
+  (:mod:`~bgpo.sandbox.wire`), so no code of the program ever decides an equality or a verdict.
+
+:mod:`~bgpo.sandbox.runner` ties them together for one run: the caller only moves bytes with a cap
+and a deadline and reads exit statuses, so no program can stall it. Every outcome is a
+:class:`Result`: ``passed | failed | timeout | crashed | limit`` with a reason.
+"""
+
+from bgpo.sandbox.layers import NOBODY, remove_tree
+from bgpo.sandbox.runner import STATUSES, Limits, Program, Result, run, run_many
+from bgpo.sandbox.runner import isolation_report as isolation
+
+__all__ = ["NOBODY", "STATUSES", "Limits", "Program", "Result", "isolation", "remove_tree", "run", "run_many"]

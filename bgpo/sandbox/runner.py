@@ -1,0 +1,324 @@
+"""One run, start to provably over: the program's process, its judge, the pipes between them, the verdict.
+
+Threat model: the caller (the trainer) must never raise, hang or slow down because of a program.
+It never decodes anything the program made: it moves bytes between pipes with a cap on their total,
+stops at the run's wall-clock deadline, and reads only exit statuses -- the judge's (trusted code,
+the verdict) and the program's (which can only choose among ways to fail). The program's stdout
+decides a verdict only for stdio tests; its stderr never does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from bgpo.sandbox import layers as isolation
+from bgpo.sandbox.harness import FILE_TOO_LARGE, MEMORY_ERROR
+from bgpo.sandbox.wire import encode
+
+STATUSES = ("passed", "failed", "timeout", "crashed", "limit")
+UNSHARE_SIGKILL = "unshare: sigprocmask unblock failed"  # see _classify()
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits of one run (defaults suit HumanEval/MBPP-size tests)."""
+
+    cpu_seconds: int = 5  # per process (RLIMIT_CPU)
+    wall_seconds: float = 10.0  # the whole run, judge included
+    memory_bytes: int = 1 << 30  # the whole run (cgroup); per process (RLIMIT_AS) without one
+    file_size_bytes: int = 1 << 20  # largest file it may write (RLIMIT_FSIZE)
+    disk_bytes: int = 32 << 20  # all its files together (its tmpfs)
+    processes: int = 64  # processes + threads of the run (pids cgroup; RLIMIT_NPROC without one)
+    open_files: int = 64
+    output_bytes: int = 1 << 20  # all output kept (stdout, stderr, each answer); more ends the run
+
+
+@dataclass(frozen=True)
+class Program:
+    """Source to run and what to judge it by.
+
+    ``judge`` is test code the judge runs after ``judge_setup`` (trusted helpers, e.g. HumanEval's
+    prompt), with the program's functions and classes -- and ``candidate``, the ``entry_point`` --
+    as proxies into the program. ``checks`` are ``(name, args, kwargs, accepted)``: the judge calls
+    ``name`` (a function of the program or a method of its ``Solution()``) and the answer must equal
+    one of ``accepted``, values the program never sees. ``expected_stdout`` makes a stdio test
+    (the program runs as ``__main__`` with ``stdin``). With none of them, a run passes when it
+    exits with status 0.
+    """
+
+    source: str
+    stdin: str = ""
+    expected_stdout: str | None = None
+    checks: tuple[tuple[str, tuple, dict, tuple], ...] = ()
+    judge: str | None = None
+    judge_setup: str = ""
+    entry_point: str = ""
+
+    @property
+    def judged(self) -> bool:
+        return self.judge is not None or bool(self.checks)
+
+
+@dataclass(frozen=True)
+class Result:
+    status: str  # one of STATUSES
+    reason: str
+    stdout: str = ""
+    stderr: str = ""
+    returncode: int | None = None
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "passed"
+
+
+def _refuse(value: object) -> dict:
+    raise TypeError(f"a {type(value).__name__} in a check is not plain data")
+
+
+def _execute(program: Program, limits: Limits, layers: isolation.Layers) -> Result:
+    """One program (and its judge), start to provably over; the caller makes sure this never raises."""
+    start = time.monotonic()
+    deadline = start + limits.wall_seconds
+    fds: list[int] = []
+    run: isolation.Sandboxed | None = None
+    judge: subprocess.Popen | None = None
+
+    def pipe() -> tuple[int, int]:
+        r, w = os.pipe()
+        fds.extend((r, w))
+        return r, w
+
+    def close(*ends: int) -> None:
+        for fd in ends:
+            fds.remove(fd)
+            os.close(fd)
+
+    try:
+        config_r, config_w = pipe()
+        harness = {"path": isolation.site_paths(), "cap": limits.output_bytes, "requests": -1, "replies": -1}
+        writes: dict[int, bytes] = {}
+        program_fds: tuple[int, ...] = ()
+        if program.judged:
+            requests_r, requests_w = pipe()
+            replies_r, replies_w = pipe()
+            harness |= {"requests": requests_r, "replies": replies_w}
+            program_fds = (requests_r, replies_w)
+        argv = [layers.python, "-I", "-S", "-B", "-c", isolation.source("harness.py"), json.dumps(harness)]
+        run, launch = isolation.start(layers, limits, {"main.py": program.source}, argv, program_fds, config_r,
+                                      stdin=bool(program.stdin))
+        close(config_r, *program_fds)
+        fds.remove(config_w)
+        writes[config_w] = launch
+        if program.judged:
+            judge = _start_judge(program, limits, requests_w, replies_r)
+            close(requests_w, replies_r)
+            writes[_stdin(judge)] = json.dumps({
+                "path": isolation.site_paths(), "cap": limits.output_bytes, "requests": requests_w,
+                "replies": replies_r, "setup": program.judge_setup, "test": program.judge,
+                "entry_point": program.entry_point, "checks": encode(list(program.checks), _refuse),
+                "rlimits": [("RLIMIT_CPU", limits.cpu_seconds, limits.cpu_seconds + 1),
+                            ("RLIMIT_AS", max(limits.memory_bytes, 1 << 30), max(limits.memory_bytes, 1 << 30))]}).encode()
+        if program.stdin:
+            writes[_stdin(run.proc)] = program.stdin.encode()
+        if layers.namespaces:
+            isolation.hold_pid1(run, deadline)
+        judge_reads = [judge.stdout.fileno(), judge.stderr.fileno()] if judge else []
+        data, over = _communicate(writes, run.reads + judge_reads, judge_reads or run.reads, deadline,
+                                  limits.output_bytes)
+        decisive = judge or run.proc
+        if not over:
+            try:
+                decisive.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                over = "timeout"
+        program_status = run.proc.poll()
+        oom = run.cgroup is not None and run.cgroup.oom_killed()
+    except OSError as err:
+        return Result("crashed", f"could not start the program: {err}", seconds=time.monotonic() - start)
+    finally:
+        if judge is not None:
+            _end_judge(judge)
+        gone = isolation.end(run) if run is not None else True
+        for fd in list(fds):
+            close(fd)
+    seconds = time.monotonic() - start
+    out, err = (data[fd].decode("utf-8", "replace") for fd in run.reads)
+
+    def result(status: str, reason: str) -> Result:
+        return Result(status, reason, out, err, program_status, seconds)
+
+    if not gone:
+        return result("crashed", "the run's processes could not be proven dead")
+    if over == "timeout":
+        return result("timeout", f"still running after {limits.wall_seconds:g} s wall time")
+    if over == "output":
+        return result("limit", f"more than {limits.output_bytes} bytes of output")
+    verdict = _classify(program_status, err, oom, limits)
+    if judge is not None:
+        if judge.returncode == 0:
+            return result("passed", "the judge's tests passed")
+        if verdict is not None and verdict[0] != "failed":
+            return result(*verdict)
+        lines = data[judge_reads[1]].decode("utf-8", "replace").strip().splitlines()
+        return result("failed", f"judge: {lines[-1][:500] if lines else f'exit status {judge.returncode}'}")
+    if verdict is not None:
+        return result(*verdict)
+    if program.expected_stdout is not None and _normalise_output(out) != _normalise_output(program.expected_stdout):
+        return result("failed", "wrong output")
+    return result("passed", "ran to the end")
+
+
+def _start_judge(program: Program, limits: Limits, requests_w: int, replies_r: int) -> subprocess.Popen:
+    """The judge: the caller's interpreter and uid, its own session, test code from stdin."""
+    env = {"PATH": os.defpath, "LANG": "C.UTF-8", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-I", "-S", "-B", "-c", isolation.source("judge.py")], env=env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            pass_fds=(requests_w, replies_r), start_new_session=True, cwd="/")
+
+
+def _end_judge(judge: subprocess.Popen) -> None:
+    try:
+        os.killpg(judge.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    judge.wait()
+    for stream in (judge.stdin, judge.stdout, judge.stderr):
+        if stream is not None and not stream.closed:
+            stream.close()
+
+
+def _stdin(proc: subprocess.Popen) -> int:
+    """The process's stdin as a bare fd that :func:`_communicate` owns (and closes)."""
+    fd = os.dup(proc.stdin.fileno())
+    proc.stdin.close()
+    return fd
+
+
+def _classify(returncode: int | None, err: str, oom: bool, limits: Limits) -> tuple[str, str] | None:
+    """(status, reason) for a program that did not exit cleanly, else None. Never reads its stderr,
+    except for the one line ``unshare`` itself writes when the program dies of SIGKILL."""
+    if oom or returncode == MEMORY_ERROR:
+        return "limit", f"out of memory ({limits.memory_bytes} bytes)"
+    if returncode == FILE_TOO_LARGE:
+        return "limit", f"wrote a file over {limits.file_size_bytes} bytes"
+    if returncode == 1 and err.rstrip().endswith(UNSHARE_SIGKILL):
+        # `unshare --fork` re-raises its child's fatal signal on itself; for SIGKILL (the hard CPU
+        # limit; our own timeout kill is reported before) that fails with this message and exit 1
+        return "limit", f"killed by SIGKILL (CPU limit {limits.cpu_seconds} s)"
+    if returncode is not None and returncode < 0:
+        sig = signal.Signals(-returncode)
+        if sig in (signal.SIGXCPU, signal.SIGKILL):
+            return "limit", f"killed by {sig.name} (CPU limit {limits.cpu_seconds} s)"
+        if sig == signal.SIGXFSZ:
+            return "limit", f"wrote a file over {limits.file_size_bytes} bytes"
+        return "crashed", f"killed by {sig.name}"
+    if returncode not in (0, None):
+        return "failed", f"exit status {returncode}"
+    return None
+
+
+def _normalise_output(text: str) -> str:
+    return "\n".join(line.rstrip() for line in text.strip().splitlines())
+
+
+def _communicate(writes: dict[int, bytes], reads: list[int], decisive: list[int], deadline: float,
+                 cap: int) -> tuple[dict[int, bytes], str]:
+    """Feed ``writes`` and collect ``reads`` until every ``decisive`` stream has ended.
+
+    Stops at the deadline or once more than ``cap`` bytes came in. Returns (data per read fd, over)
+    with over in {"", "timeout", "output"}. It owns the write fds: each is closed once its data is
+    written (the reader sees EOF), and all of them on the way out.
+    """
+    chunks: dict[int, list[bytes]] = {fd: [] for fd in reads}
+    pending = {fd: memoryview(data) for fd, data in writes.items()}
+    open_decisive = set(decisive)
+    total, over = 0, ""
+    try:
+        with selectors.DefaultSelector() as sel:
+            for fd in reads:
+                sel.register(fd, selectors.EVENT_READ)
+            for fd in pending:
+                os.set_blocking(fd, False)
+                sel.register(fd, selectors.EVENT_WRITE)
+            while open_decisive and not over:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    over = "timeout"
+                    break
+                for key, _ in sel.select(timeout=remaining):
+                    fd = key.fd
+                    if fd in pending:
+                        try:
+                            pending[fd] = pending[fd][os.write(fd, pending[fd][:65536]):]
+                        except BlockingIOError:
+                            continue
+                        except BrokenPipeError:  # the reader is gone: nothing more to say
+                            pending[fd] = pending[fd][:0]
+                        if not pending[fd]:
+                            sel.unregister(fd)
+                            os.close(fd)
+                            del pending[fd]
+                        continue
+                    data = os.read(fd, 65536)
+                    if not data:
+                        sel.unregister(fd)
+                        open_decisive.discard(fd)
+                        continue
+                    chunks[fd].append(data)
+                    total += len(data)
+                    if total > cap:
+                        over = "output"
+                        break
+    finally:
+        for fd in pending:  # those not finished (and closed) yet
+            os.close(fd)
+    return {fd: b"".join(c) for fd, c in chunks.items()}, over
+
+
+@lru_cache(maxsize=1)
+def chosen_layers() -> isolation.Layers:
+    """The strongest layers that run a trivial program on this machine (probed once)."""
+    trivial = Program("import sys\nprint('ok', sys.version_info >= (3, 8))", expected_stdout="ok True")
+    return isolation.probe(lambda candidate: _execute(trivial, Limits(), candidate).passed)
+
+
+def isolation_report() -> dict[str, Any]:
+    """Which OS layers hold here: interpreter, uid, namespaces, Landlock ABI (0 = none), cgroup."""
+    chosen = chosen_layers()
+    return {"python": chosen.python, "uid": chosen.uid, "namespaces": chosen.namespaces,
+            "landlock": chosen.landlock, "cgroup": chosen.cgroup}
+
+
+def run(program: Program | str, limits: Limits = Limits()) -> Result:
+    """Run one program in the sandbox; never raises (a sandbox failure is a ``crashed`` result)."""
+    if isinstance(program, str):
+        program = Program(program)
+    try:
+        chosen = chosen_layers()
+        if chosen.uid is None and os.geteuid() == 0:
+            return Result("crashed", "refusing to run untrusted code as root: neither namespaces nor a Python "
+                                     "interpreter that 'nobody' can execute were found")
+        return _execute(program, limits, chosen)
+    except Exception as err:  # the caller must never see an exception from untrusted code
+        return Result("crashed", f"sandbox error: {type(err).__name__}: {err}")
+
+
+def run_many(programs: Sequence[Program | str], limits: Limits = Limits(),
+             workers: int | None = None) -> list[Result]:
+    """Run programs concurrently on a bounded pool of threads (each waits on its own processes)."""
+    workers = workers or min(16, 2 * (os.cpu_count() or 1))  # programs mostly wait: 2 per core
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(lambda p: run(p, limits), programs))

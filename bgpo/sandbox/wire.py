@@ -1,0 +1,224 @@
+"""The wire between the judge and the program: JSON lines of tagged plain data, both ways.
+
+Shipped as source into both processes (so: standard library only, no ``from __future__``).
+
+Threat model: the judge decodes what a hostile program sends. So decoding rebuilds only a
+whitelist of standard value types (``Fraction``, ``Decimal``, ``deque``, ``Counter``,
+``OrderedDict``, ``defaultdict`` of a builtin factory, named tuples, ``range``, bytes, big ints,
+complex, numpy arrays and scalars of numeric/str dtypes) and never calls anything the data names
+beyond them; any other object of the program stays in the program and crosses as a *handle*
+whose equality is identity on the judge's side. A line longer than the run's output cap is
+refused before it is parsed, nesting is capped at :data:`MAX_DEPTH`, and a set or dict whose
+keys share one hash more than :data:`MAX_SAME_HASH` times (the quadratic-insert attack) is
+refused. Decoding happens only in the judge -- a child with CPU and wall limits -- so whatever
+it costs is counted against the run, never against the caller.
+
+Messages are lists whose first item says what they are: requests (``names``, ``call``,
+``getattr``, ``setattr``, ``iter``, ``next``, ``len``, ``getitem``, ``contains``, ``str``,
+``repr``) and replies (``ok``, ``err``, ``stop``). Either side may ask while it waits for a
+reply (a program calling a callback the test passed it), so :class:`Channel` serves requests
+until its own reply arrives.
+"""
+
+import collections
+import decimal
+import fractions
+import json
+
+MAX_DEPTH = 300
+MAX_SAME_HASH = 16
+REPLIES = ("ok", "err", "stop")
+BIG = 1 << 62
+_DEFAULT_FACTORIES = {"int": int, "float": float, "str": str, "list": list, "set": set, "dict": dict,
+                      "tuple": tuple, "frozenset": frozenset}
+_NUMPY_KINDS = "biufcU"
+
+
+class ChannelClosed(Exception):
+    """The other side exited, crashed or sent a line over the cap."""
+
+
+def encode(value, other, depth=0):
+    """``value`` as JSON-ready tagged data; objects outside the whitelist go through ``other``."""
+    if depth > MAX_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
+    kind = type(value)
+    if value is None or kind in (bool, str):
+        return value
+    if kind is int:
+        return value if -BIG < value < BIG else {"i": hex(value)}  # no 4300-digit str limit on hex
+    if kind is float:
+        return value if value == value and value not in (float("inf"), float("-inf")) else {"x": repr(value)}
+    if kind is list:
+        return [encode(v, other, depth + 1) for v in value]
+    deeper = depth + 1
+    if kind is tuple:
+        return {"t": [encode(v, other, deeper) for v in value]}
+    if kind in (set, frozenset):
+        return {"s" if kind is set else "fs": [encode(v, other, deeper) for v in value]}
+    if kind in (dict, collections.OrderedDict, collections.Counter):
+        tag = {dict: "d", collections.OrderedDict: "od", collections.Counter: "ctr"}[kind]
+        return {tag: [[encode(k, other, deeper), encode(v, other, deeper)] for k, v in value.items()]}
+    if kind is collections.defaultdict:
+        factory = getattr(value.default_factory, "__name__", None)
+        factory = factory if _DEFAULT_FACTORIES.get(factory) is value.default_factory else None
+        return {"dd": [factory, [[encode(k, other, deeper), encode(v, other, deeper)] for k, v in value.items()]]}
+    if kind is collections.deque:
+        return {"dq": [[encode(v, other, deeper) for v in value], value.maxlen]}
+    if kind is complex:
+        return {"c": [repr(value.real), repr(value.imag)]}
+    if kind in (bytes, bytearray):
+        return {"b" if kind is bytes else "ba": value.hex()}
+    if kind is fractions.Fraction:
+        return {"q": [hex(value.numerator), hex(value.denominator)]}
+    if kind is decimal.Decimal:
+        return {"dec": str(value)}
+    if kind is range:
+        return {"r": [encode(value.start, other), encode(value.stop, other), encode(value.step, other)]}
+    if isinstance(value, tuple) and kind.__bases__ == (tuple,) and type(getattr(kind, "_fields", None)) is tuple:
+        return {"nt": [str(kind.__name__), [str(f) for f in kind._fields], [encode(v, other, deeper) for v in value]]}
+    if kind.__module__ == "numpy":
+        dtype = getattr(value, "dtype", None)
+        if dtype is not None and dtype.kind in _NUMPY_KINDS:
+            if kind.__name__ == "ndarray":
+                return {"nd": [dtype.str, list(value.shape), encode(value.ravel().tolist(), other, deeper)]}
+            return {"np": [dtype.str, encode(value.item(), other, deeper)]}
+    # a subclass of a builtin (IntEnum, a str with a forged __eq__) leaves as the builtin value it holds
+    for base in (bool, int, float, str, bytes, list, tuple, dict, set, frozenset):
+        if isinstance(value, base):
+            plain = base(dict.items(value)) if base is dict else base(value)
+            if type(plain) is base:
+                return encode(plain, other, deeper)
+    return other(value)
+
+
+def decode(data, other, depth=0):
+    """Inverse of :func:`encode`; handle and callback tags go to ``other(tag, body)``."""
+    if depth > MAX_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
+    kind = type(data)
+    if data is None or kind in (bool, int, float, str):
+        return data
+    deeper = depth + 1
+    if kind is list:
+        return [decode(v, other, deeper) for v in data]
+    if kind is not dict or len(data) != 1:
+        raise ValueError("not tagged data")
+    ((tag, body),) = data.items()
+    if tag in ("t", "s", "fs"):
+        items = [decode(v, other, deeper) for v in _list(body)]
+        if tag != "t":
+            _check_hashes(items)
+        return {"t": tuple, "s": set, "fs": frozenset}[tag](items)
+    if tag in ("d", "od", "ctr"):
+        pairs = _pairs(body, other, deeper)
+        built = {"d": dict, "od": collections.OrderedDict, "ctr": dict}[tag](pairs)
+        return collections.Counter(built) if tag == "ctr" else built
+    if tag == "dd":
+        factory, pairs = _list(body, 2)
+        if factory is not None and factory not in _DEFAULT_FACTORIES:
+            raise ValueError("unknown default factory")
+        return collections.defaultdict(_DEFAULT_FACTORIES.get(factory), _pairs(pairs, other, deeper))
+    if tag == "dq":
+        items, maxlen = _list(body, 2)
+        if maxlen is not None and type(maxlen) is not int:
+            raise ValueError("bad deque maxlen")
+        return collections.deque([decode(v, other, deeper) for v in _list(items)], maxlen)
+    if tag == "i":
+        return int(_str(body), 16)
+    if tag == "x":
+        return float(_str(body)) if body in ("nan", "inf", "-inf") else _bad()
+    if tag == "c":
+        real, imag = _list(body, 2)
+        return complex(float(_str(real)), float(_str(imag)))
+    if tag in ("b", "ba"):
+        return (bytes if tag == "b" else bytearray).fromhex(_str(body))
+    if tag == "q":
+        numerator, denominator = _list(body, 2)
+        return fractions.Fraction(int(_str(numerator), 16), int(_str(denominator), 16))
+    if tag == "dec":
+        return decimal.Decimal(_str(body))
+    if tag == "r":
+        start, stop, step = (decode(v, other, deeper) for v in _list(body, 3))
+        if not all(type(v) is int for v in (start, stop, step)):
+            raise ValueError("bad range")
+        return range(start, stop, step)
+    if tag == "nt":
+        name, fields, items = _list(body, 3)
+        values = [decode(v, other, deeper) for v in _list(items)]
+        return collections.namedtuple(_str(name), [_str(f) for f in _list(fields)])(*values)
+    if tag in ("nd", "np"):
+        return _numpy(tag, body, other, deeper)
+    return other(tag, body)
+
+
+def _numpy(tag, body, other, depth):
+    import numpy
+
+    if tag == "np":
+        dtype, value = _list(body, 2)
+        dtype = numpy.dtype(_str(dtype))
+        return dtype.type(decode(value, other, depth)) if dtype.kind in _NUMPY_KINDS else _bad()
+    dtype, shape, flat = _list(body, 3)
+    dtype = numpy.dtype(_str(dtype))
+    if dtype.kind not in _NUMPY_KINDS or not all(type(n) is int and n >= 0 for n in _list(shape)):
+        raise ValueError("bad array")
+    return numpy.array(decode(flat, other, depth), dtype=dtype).reshape(shape)
+
+
+def _check_hashes(keys):
+    """Refuse keys that share one hash too often: inserting them would take quadratic time."""
+    if len(keys) > 4 * MAX_SAME_HASH:
+        counts = collections.Counter(hash(k) for k in keys)
+        if max(counts.values()) > MAX_SAME_HASH:
+            raise ValueError("too many keys with one hash")
+
+
+def _pairs(body, other, depth):
+    pairs = [_list(p, 2) for p in _list(body)]
+    keys = [decode(k, other, depth) for k, _ in pairs]
+    _check_hashes(keys)
+    return list(zip(keys, (decode(v, other, depth) for _, v in pairs)))
+
+
+def _list(body, length=None):
+    if type(body) is not list or (length is not None and len(body) != length):
+        raise ValueError("not tagged data")
+    return body
+
+
+def _str(body):
+    if type(body) is not str:
+        raise ValueError("not tagged data")
+    return body
+
+
+def _bad():
+    raise ValueError("not tagged data")
+
+
+class Channel:
+    """One side of the request/reply wire: ``ask`` sends and serves the peer's requests until its reply."""
+
+    def __init__(self, reader, writer, cap, serve):
+        self.reader, self.writer, self.cap, self.serve = reader, writer, cap, serve
+
+    def send(self, message):
+        self.writer.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
+
+    def receive(self):
+        line = self.reader.readline(self.cap + 1)
+        if not line.endswith(b"\n"):
+            raise ChannelClosed("the program stopped answering (it exited, crashed or sent too much)")
+        message = json.loads(line)
+        if type(message) is not list or not message or type(message[0]) is not str:
+            raise ValueError("not a message")
+        return message
+
+    def ask(self, message):
+        self.send(message)
+        while True:
+            reply = self.receive()
+            if reply[0] in REPLIES:
+                return reply
+            self.send(self.serve(reply))
