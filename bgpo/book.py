@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import html.parser
 import importlib.metadata
+import json
 import numbers
 import os
 import platform
@@ -388,7 +389,6 @@ def render(root: Path, quarto: str, strict: bool = False) -> float:
 # ---------------------------------------------------------------------------------------------------------
 # The landing page's answer: one row per result, each computed from the package or a committed data file.
 
-SMALL_SCALE_OUTCOMES = ("book/data/small-scale/grid/outcome.json", "book/data/small-scale/clean/grid/outcome.json")
 
 
 @torch.no_grad()
@@ -454,12 +454,11 @@ def _memory_finding(path: Path, where: str) -> str:
 
 
 def small_scale_outcome(root: Path | None = None) -> dict | None:
-    """The committed small-scale grid's ``outcome.json`` (None when no grid is committed)."""
+    """The committed small-scale grid's ``outcome.json`` (None when no grid is committed): the one of the
+    ``grid/`` folder nearest to ``book/data/small-scale`` (``grid/``, else e.g. ``clean/grid/``)."""
     root = root or repo_root()
-    for rel in SMALL_SCALE_OUTCOMES:
-        if (root / rel).is_file():
-            return yaml.safe_load((root / rel).read_text())  # JSON is YAML
-    return None
+    found = sorted((root / "book" / "data" / "small-scale").glob("**/grid/outcome.json"), key=lambda p: len(p.parts))
+    return json.loads(found[0].read_text()) if found else None
 
 
 def _points(mean: float, se: float) -> str:

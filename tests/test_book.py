@@ -281,6 +281,11 @@ def _html_tables(cell) -> list[str]:
     return [o["data"]["text/html"] for o in _outputs(cell) if "<table" in o.get("data", {}).get("text/html", "")]
 
 
+def _markdown_tables(cell) -> list[str]:
+    """Tables shown as Markdown (bgpo.book.markdown): Quarto typesets the TeX in them."""
+    return [o["data"]["text/markdown"] for o in _outputs(cell) if "\n|---" in o.get("data", {}).get("text/markdown", "")]
+
+
 def _notebook(path: Path):
     return nbformat.read(path, as_version=4)
 
@@ -333,7 +338,7 @@ def test_every_figure_has_a_label_caption_and_a_reference(path):
 def test_every_table_has_a_label_caption_and_a_reference(path):
     prose = _book_prose()
     for i, cell in enumerate(c for c in _notebook(path).cells if c.cell_type == "code"):
-        tables, opts = _html_tables(cell), _options(cell)
+        tables, opts = _html_tables(cell) + _markdown_tables(cell), _options(cell)
         if not tables:
             continue
         where = f"{path.name}, code cell {i + 1} ({cell.source.splitlines()[0][:60]!r})"
@@ -544,3 +549,25 @@ def test_results_summary_rows_link_to_chapters_that_exist():
     assert linked and linked <= defined
     md = book.markdown_table(table, "The results.", "tbl-results")
     assert md.count("\n|") == len(table) + 1 and md.rstrip().endswith(": The results. {#tbl-results}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Stale outputs: a chapter executed before a change of the planner would print yesterday's plan. Re-plan here
+# and compare with what the committed notebooks print.
+
+def _printed(path: Path, marker: str) -> str:
+    """The printed output of the one code cell of ``path`` whose source contains ``marker``."""
+    cells = [c for c in _notebook(path).cells if c.cell_type == "code" and marker in c.source]
+    assert len(cells) == 1, f"{path.name}: {len(cells)} cells contain {marker!r}"
+    return "".join(o.text for o in cells[0].get("outputs", []) if o.output_type == "stream")
+
+
+@pytest.mark.parametrize("name, marker", [("03-memory.ipynb", ".table())"), ("06-full-scale.ipynb", "memory.table()")])
+def test_printed_memory_plans_are_todays(name, marker):
+    """Chapters 3 and 6 print the plan of llada8b-math on 8 x 80 GB with their default parameters."""
+    from bgpo.plan import plan
+
+    expected = plan("llada8b-math", gpus=8, gpu_memory_gb=80.0).table()
+    assert expected in _printed(ROOT / "notebooks" / name, marker), (
+        f"{name} prints another plan than bgpo.plan gives today: re-execute it "
+        f"(python -m bgpo.book --only {name.split('-')[0]}- --no-render)")
