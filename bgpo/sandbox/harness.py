@@ -191,7 +191,7 @@ class _Callback:
 
 def _main():
     import json, os, types
-    config = json.loads(sys.argv[1])
+    config = json.loads(sys.argv[-1])
     del sys.argv[1:]
     sys.argv[0] = "main.py"
     sys.path[:0] = config["path"]

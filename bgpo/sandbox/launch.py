@@ -7,7 +7,8 @@ its configuration from the pipe named in ``argv[1]``, then:
 1. joins the run's cgroups (memory and pids for the whole run, see :mod:`bgpo.sandbox.isolation`);
 2. builds a new root on a size-limited tmpfs: read-only bind mounts of the system and interpreter
    directories, a fresh ``/proc`` of the run's PID namespace, ``/dev/{null,zero,random,urandom}``,
-   a private writable ``/tmp`` and ``/sandbox`` (the working directory, holding ``main.py``), and
+   a private writable ``/tmp`` and ``/sandbox`` (the working directory, holding ``main.py``),
+   ``/.harness`` (the harness's compiled code), and
    nothing else -- no ``/run``, no ``/sys``, no host sockets, no host ``/tmp`` or ``/dev/shm``;
    ``pivot_root`` into it and detaches the old root, so no host path is reachable at all;
 3. sets rlimits and ``oom_score_adj = 1000``; drops to ``nobody`` (as root) or drops every
@@ -25,7 +26,6 @@ dropped the uid and made a host working directory.
 import ctypes
 import json
 import os
-import platform
 import resource
 import struct
 import sys
@@ -86,10 +86,13 @@ def _build_root(config):
         with open(f"{new}/sandbox/{name}", "w", encoding="utf-8") as f:
             f.write(text)
         os.chown(f"{new}/sandbox/{name}", uid, uid)
+    if config["code"]:
+        with open(new + "/.harness", "wb") as f:
+            f.write(bytes.fromhex(config["code"]))
     os.chdir(new)
-    number = PIVOT_ROOT.get(platform.machine())
+    number = PIVOT_ROOT.get(os.uname().machine)
     if number is None:
-        raise OSError(f"pivot_root: unknown system call number on {platform.machine()}")
+        raise OSError(f"pivot_root: unknown system call number on {os.uname().machine}")
     _check(libc.syscall(number, b".", b"."), "pivot_root")
     _check(libc.umount2(b".", 2), "detaching the old root")  # MNT_DETACH
     os.chdir("/sandbox")
@@ -133,6 +136,9 @@ def main():
             with open(os.path.join(cgroup, "cgroup.procs"), "w") as f:
                 f.write("0")
         _build_root(config)
+    elif config["code"]:
+        with open(".harness", "wb") as f:
+            f.write(bytes.fromhex(config["code"]))
     for name, soft, hard in config["rlimits"]:
         resource.setrlimit(getattr(resource, name), (soft, hard))
     with open("/proc/self/oom_score_adj", "w") as f:

@@ -21,9 +21,8 @@ until its own reply arrives.
 """
 
 import collections
-import decimal
-import fractions
 import json
+import sys
 
 MAX_DEPTH = 300
 MAX_SAME_HASH = 16
@@ -69,9 +68,10 @@ def encode(value, other, depth=0):
         return {"c": [repr(value.real), repr(value.imag)]}
     if kind in (bytes, bytearray):
         return {"b" if kind is bytes else "ba": value.hex()}
-    if kind is fractions.Fraction:
+    # imported only where a value may be one (a program that never imported fractions returns no Fraction)
+    if kind is getattr(sys.modules.get("fractions"), "Fraction", None):
         return {"q": [hex(value.numerator), hex(value.denominator)]}
-    if kind is decimal.Decimal:
+    if kind is getattr(sys.modules.get("decimal"), "Decimal", None):
         return {"dec": str(value)}
     if kind is range:
         return {"r": [encode(value.start, other), encode(value.stop, other), encode(value.step, other)]}
@@ -135,8 +135,12 @@ def decode(data, other, depth=0):
         return (bytes if tag == "b" else bytearray).fromhex(_str(body))
     if tag == "q":
         numerator, denominator = _list(body, 2)
+        import fractions
+
         return fractions.Fraction(int(_str(numerator), 16), int(_str(denominator), 16))
     if tag == "dec":
+        import decimal
+
         return decimal.Decimal(_str(body))
     if tag == "r":
         start, stop, step = (decode(v, other, deeper) for v in _list(body, 3))
