@@ -196,7 +196,9 @@ def markdown(df: pd.DataFrame, formats: dict[str, str] | None = None, default: s
     a named index (or several) becomes the first column(s)."""
     from IPython.display import Markdown
 
+    formats = dict(formats or {})
     if index and any(name is not None for name in df.index.names):
+        formats = {name: "{:g}" for name in df.index.names} | formats  # row labels (n_t, lengths) stay as they are
         df = df.reset_index()
     return Markdown(markdown_table(display_table(df, formats, default)))
 
@@ -501,9 +503,9 @@ def results_summary(root: Path | None = None, seed: int = 0) -> pd.DataFrame:
     data = root / "book" / "data"
     err = derivation_errors(seed)
     rows = [("The bound holds and is exact on-policy",
-             f"smallest $J - J_\\text{{BGPO}}$ over random draws {err['bound_gap']:.1e} (≥ 0); on-policy value "
-             f"{err['on_policy_value']:.0e}, gradient {err['on_policy_grad']:.0e}, per-sample linearity "
-             f"{err['linearity']:.0e} (float64)", "@sec-derivations")]
+             f"smallest $J - J_\\text{{BGPO}}$ over random draws {err['bound_gap']:.1e} (≥ 0); on-policy, "
+             f"largest difference in value {err['on_policy_value']:.1e} and in gradient {err['on_policy_grad']:.1e}; "
+             f"per-sample gradients vs one graph {err['linearity']:.1e} (float64)", "@sec-derivations")]
     memory = [_memory_finding(data / "memory" / "cpu-small-seq256-b8.json", "CPU (saved tensors)")]
     h100 = data / "gpu-h100" / "cuda-llada8b-4layers-seq768-b4.json"
     if h100.is_file():
@@ -531,7 +533,9 @@ def results_summary(root: Path | None = None, seed: int = 0) -> pd.DataFrame:
 def markdown_table(df: pd.DataFrame, caption: str | None = None, label: str | None = None) -> str:
     """``df`` as a pipe table, so Quarto resolves the ``@sec-`` references and the math in its cells
     (print it from a chunk with ``output: asis``); the caption line gives it a number and a label."""
-    lines = ["| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
+    # left-aligned; the dashes give Quarto the columns' relative widths (longest text, at least 8)
+    widths = [max(8, min(60, max(len(str(v)) for v in [name, *df[name]]))) for name in df.columns]
+    lines = ["| " + " | ".join(df.columns) + " |", "|" + "".join(f":{'-' * w}|" for w in widths)]
     lines += ["| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |" for row in df.itertuples(index=False)]
     if caption:
         lines += ["", f": {caption}" + (f" {{#{label}}}" if label else "")]

@@ -571,3 +571,11 @@ def test_printed_memory_plans_are_todays(name, marker):
     assert expected in _printed(ROOT / "notebooks" / name, marker), (
         f"{name} prints another plan than bgpo.plan gives today: re-execute it "
         f"(python -m bgpo.book --only {name.split('-')[0]}- --no-render)")
+
+
+def test_markdown_tables_have_one_header_row_and_keep_row_labels():
+    import pandas as pd
+
+    df = pd.DataFrame({"BGPO": [34.9, 36.94]}, index=pd.Index([1, 16], name="$n_t$"))
+    text = book.markdown(df, default="{:.1f}").data
+    assert text.splitlines()[:4] == ["| $n_t$ | BGPO |", "|:--------|:--------|", "| 1 | 34.9 |", "| 16 | 36.9 |"]
