@@ -90,6 +90,9 @@ class RolloutConfig:
                             choices=("low_confidence", "random"))
     batch_size: int | None = _field(None, "sequences per sampler call per process (empty = all at once)",
                                     lo=1, hi=1 << 20, nullable=True)
+    reward: str = _field("verified", "'verified' (the task's reward) | 'shuffled' (a random-reward control: the "
+                         "verified rewards permuted within each group, so advantages keep their values but "
+                         "lose their link to the completions)", choices=("verified", "shuffled"))
 
 
 @dataclass

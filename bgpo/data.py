@@ -31,6 +31,9 @@ from bgpo.tasks import countdown, sudoku
 GENERATORS: dict[str, Callable[..., list[dict]]] = {"countdown": countdown.generate, "sudoku": sudoku.generate}
 HELDOUT_SEED = 20_261_125  # the fixed held-out pool's own seed: no trainer or SFT seed draws from it
 POOL_SIZE = 1024  # examples in the held-out pool; data.num_test takes its first num_test
+# RL draws its training problems from generator seed RL_DATA_SEED + trainer.seed, a stream that no SFT seed
+# (0, 1, 2, ...) draws from, so an SFT run and an RL run with the same seed do not share their problems.
+RL_DATA_SEED = 1_000_003
 
 
 def default_source(task: str) -> str:

@@ -47,7 +47,10 @@ from bgpo.errors import BGPOError
 from bgpo.jsonl import iter_jsonl
 
 NT_SWEEP = (1, 4, 16)
-WARM_START = Path(__file__).resolve().parents[1] / "book" / "data" / "small-scale" / "warm-start"
+SMALL_SCALE = Path(__file__).resolve().parents[1] / "book" / "data" / "small-scale"
+WARM_START = SMALL_SCALE / "warm-start"  # imitates the imperfect teacher (bgpo.tasks.sudoku.imperfect_teacher)
+CLEAN_WARM_START = SMALL_SCALE / "clean" / "warm-start"  # the earlier warm start, trained on correct solutions
+CONTROL_NT = 4  # the n_t of the random-reward control arm
 
 
 @dataclass(frozen=True)
@@ -57,24 +60,29 @@ class Arm:
     objective: str  # bgpo | elbo | d1
     n_t: int = 1
     ppo_epochs: int = 1
+    reward: str = "verified"  # verified | shuffled (the random-reward control, rollout.reward)
 
     @property
     def name(self) -> str:
-        if self.objective == "d1":
-            return "d1" + (f"-x{self.ppo_epochs}" if self.ppo_epochs > 1 else "")
-        return f"{self.objective}-nt{self.n_t}" + (f"-x{self.ppo_epochs}" if self.ppo_epochs > 1 else "")
+        base = "d1" if self.objective == "d1" else f"{self.objective}-nt{self.n_t}"
+        return base + (f"-x{self.ppo_epochs}" if self.ppo_epochs > 1 else "") + \
+            ("-random" if self.reward == "shuffled" else "")
 
 
-def book_arms(elbo_nt_at_budget: int, n_ts: tuple[int, ...] = NT_SWEEP) -> dict[str, list[Arm]]:
+def book_arms(elbo_nt_at_budget: int, n_ts: tuple[int, ...] = NT_SWEEP,
+              control_nt: int = CONTROL_NT) -> dict[str, list[Arm]]:
     """The comparisons as named lists of arms; an arm may serve several comparisons.
 
     ``equal_memory`` pairs BGPO at the largest ``n_t`` with the ELBO objective at the ``n_t`` that fits
     its bytes — run as ``Arm("bgpo", elbo_nt_at_budget)``, identical on-policy (see the module docstring).
+    ``control`` is BGPO at ``control_nt`` trained on shuffled rewards: everything equal but the link
+    between a completion and its reward, so it measures what update noise alone does.
     """
     return {
         "nt_sweep": [Arm("bgpo", n) for n in n_ts],
         "equal_memory": [Arm("bgpo", max(n_ts)), Arm("bgpo", elbo_nt_at_budget)],
         "d1": [Arm("d1")],
+        "control": [Arm("bgpo", control_nt, reward="shuffled")],
     }
 
 
@@ -82,22 +90,32 @@ def unique_arms(comparisons: dict[str, list[Arm]]) -> list[Arm]:
     return list(dict.fromkeys(a for arms in comparisons.values() for a in arms))
 
 
+def relative(path: str | Path | None) -> str | None:
+    """``path`` relative to the working directory when it lies inside it (run logs name no machine path)."""
+    if path is None:
+        return None
+    full = Path(path).resolve()
+    return str(full.relative_to(Path.cwd())) if full.is_relative_to(Path.cwd()) else str(path)
+
+
 @dataclass
 class GridSettings:
     """What is held equal across arms (and the grid's size); :meth:`check` validates it."""
 
-    base_config: str = "tiny-sudoku"
+    base_config: str = "small-sudoku"
     init_from: str | None = str(WARM_START)  # SFT warm start; None: run `bgpo sft` into <out>/sft first
     seeds: int = 3
-    steps: int = 40
+    steps: int = 60
     prompts_per_step: int = 16
     group_size: int = 8
-    lr: float = 3e-5  # pilots (book/data/small-scale/pilot): 1e-4 lowered held-out cell accuracy 7 points in 20 steps
+    lr: float = 1e-4  # the pilot against the random control (book/data/small-scale/pilot)
     temperature: float = 1.0
-    rollout_steps: int = 8  # sampler steps of the 32-token training rollouts (4 tokens per step)
+    rollout_steps: int = 20  # sampler steps of the 20-token rollouts: one token per step, as evaluation
     num_test: int = 1024  # held-out pool problems per evaluation (greedy, one token per step)
     eval_every: int = 20
     n_ts: tuple[int, ...] = NT_SWEEP
+    control_nt: int = CONTROL_NT  # n_t of the random-reward control
+    arms: tuple[str, ...] = ()  # run only these arm names (empty: every arm of book_arms)
     extra_overrides: list = field(default_factory=list)  # more `section.field=value` for every run
     sft_overrides: dict = field(default_factory=dict)  # SFTConfig fields when the grid makes its own warm start
 
@@ -116,6 +134,11 @@ class GridSettings:
         if bad or self.eval_every < 0 or not 0 < self.lr < 1 or not self.n_ts or min(self.n_ts) < 1:
             raise BGPOError(f"grid settings out of range ({', '.join(bad) or 'eval_every/lr/n_ts'}): counts >= 1, "
                             f"group_size >= 2, eval_every >= 0, 0 < lr < 1, n_ts non-empty and >= 1")
+        known = [a.name for a in unique_arms(book_arms(1, self.n_ts, self.control_nt))] + \
+            [Arm("bgpo", n).name for n in range(1, max(self.n_ts) + 1)]
+        unknown = [a for a in self.arms if a not in known]
+        if unknown:
+            raise BGPOError(f"unknown arm(s) {', '.join(unknown)}; the grid's arms are {', '.join(dict.fromkeys(known[:6]))}")
         from bgpo.data import POOL_SIZE
 
         if self.num_test > POOL_SIZE:
@@ -125,7 +148,8 @@ class GridSettings:
 
     def overrides(self, arm: Arm, seed: int) -> list[str]:
         """The trainer `--set` strings of one run."""
-        return [f"model.init_from={self.init_from}", f"objective.name={arm.objective}",
+        return [f"model.init_from={relative(self.init_from)}", f"objective.name={arm.objective}",
+                f"rollout.reward={arm.reward}",
                 f"objective.n_t={arm.n_t}", f"objective.ppo_epochs={arm.ppo_epochs}",
                 f"trainer.seed={seed}", f"trainer.steps={self.steps}",
                 f"rollout.prompts_per_step={self.prompts_per_step}", f"rollout.group_size={self.group_size}",
@@ -203,7 +227,7 @@ def summarize_run(run_dir: Path, arm: Arm, seed: int, metrics: tuple[str, ...], 
         raise BGPOError(f"{run_dir} has no metrics.jsonl/eval.jsonl rows: the run did not finish; rerun the grid")
     rewards = [m["reward_mean"] for m in steps]
     return {"arm": arm.name, "objective": arm.objective, "n_t": arm.n_t, "ppo_epochs": arm.ppo_epochs,
-            "seed": seed, "steps": steps[-1]["step"], **{f"final_{m}": evals[-1][m] for m in metrics},
+            "reward": arm.reward, "seed": seed, "steps": steps[-1]["step"], **{f"final_{m}": evals[-1][m] for m in metrics},
             "train_reward_first": sum(rewards[:tail]) / len(rewards[:tail]),
             "train_reward_last": sum(rewards[-tail:]) / len(rewards[-tail:]),
             "zero_adv_groups": sum(m.get("zero_adv_groups", 0.0) for m in steps) / len(steps),
@@ -267,19 +291,21 @@ def run_grid(s: GridSettings, out: str | Path, progress: bool = True, workers: i
         if not (sft_dir / "sft.json").is_file():
             train_sft(SFTConfig(rl_config=s.base_config, **s.sft_overrides), sft_dir)
         s = dataclasses.replace(s, init_from=str(sft_dir))
-    (out / "settings.json").write_text(json.dumps(dataclasses.asdict(s), indent=2) + "\n")
+    record = dataclasses.replace(s, init_from=relative(s.init_from))  # no machine path in committed files
+    (out / "settings.json").write_text(json.dumps(dataclasses.asdict(record), indent=2) + "\n")
     memory_file = out / "memory.csv"
     if not memory_file.is_file():
         measure_memory(s).to_csv(memory_file, index=False)
     memory = pd.read_csv(memory_file)
-    comparisons = book_arms(equal_memory_nt(memory, max(s.n_ts)), s.n_ts)
+    comparisons = book_arms(equal_memory_nt(memory, max(s.n_ts)), s.n_ts, s.control_nt)
     (out / "comparisons.json").write_text(json.dumps({k: [a.name for a in v] for k, v in comparisons.items()},
                                                      indent=2) + "\n")
     initial_file = out / "initial.json"
     if not initial_file.is_file():
         initial_file.write_text(json.dumps(initial_metrics(s), indent=2) + "\n")
     big = max(s.n_ts)
-    jobs = sorted(((s, arm, seed, out / "runs") for seed in range(s.seeds) for arm in unique_arms(comparisons)),
+    arms = [a for a in unique_arms(comparisons) if not s.arms or a.name in s.arms]
+    jobs = sorted(((s, arm, seed, out / "runs") for seed in range(s.seeds) for arm in arms),
                   key=lambda job: (job[1].n_t == big > 1, job[2], job[1].n_t))
     if finished_only:
         jobs = [job for job in jobs if (job[3] / f"{job[1].name}-s{job[2]}" / "summary.json").is_file()]
@@ -342,7 +368,8 @@ def ci_grid(out: str | Path = CI_GRID, progress: bool = False) -> Path:
 # ---------------------------------------------------------------------------------------------
 def table(summary: pd.DataFrame, columns) -> pd.DataFrame:
     """Per arm (order of first appearance): mean, sample standard deviation and standard error over seeds."""
-    keys = ["arm", "objective", "n_t", "ppo_epochs"]
+    keys = ["arm", "objective", "n_t", "ppo_epochs", "reward"]
+    summary = with_reward(summary)
     grouped = summary.groupby(keys, sort=False)[list(columns)]
     agg = grouped.agg(["mean", "std", "sem"])
     agg.columns = [f"{c}_{stat.replace('sem', 'se')}" for c, stat in agg.columns]
@@ -351,23 +378,51 @@ def table(summary: pd.DataFrame, columns) -> pd.DataFrame:
     return agg
 
 
+def with_reward(summary: pd.DataFrame) -> pd.DataFrame:
+    """Grids written before the random-reward control had only verified rewards: say so explicitly."""
+    return summary if "reward" in summary else summary.assign(reward="verified")
+
+
 def with_warm_start(summary: pd.DataFrame, initial: dict, metrics) -> pd.DataFrame:
     """Add ``delta_<metric>`` = final value − the warm start's on the same pool (a paired change)."""
     return summary.assign(**{f"delta_{m}": summary[f"final_{m}"] - initial[m] for m in metrics})
 
 
+def _mean_se(values: list[float]) -> tuple[float, float | None]:
+    se = float(pd.Series(values).sem()) if len(values) > 1 else float("nan")
+    return sum(values) / len(values), None if math.isnan(se) else se
+
+
 def outcome(summary: pd.DataFrame, initial: dict, metric: str, pool_size: int) -> dict:
-    """The headline: per arm, the final ``metric`` and its paired change from the warm start, per seed."""
+    """The headline: per arm, the final ``metric`` and its paired changes, per seed.
+
+    ``delta_vs_warm``: final − warm start on the same puzzles. For verified-reward arms, when the grid
+    has a random-reward control (``reward == "shuffled"``), ``delta_vs_random``: final − the control's
+    final of the same seed (same puzzles, same prompts and sampler streams). ``best`` names the BGPO
+    arm with the largest mean change from the warm start; ``random_control`` the control arm.
+    """
+    summary = with_reward(summary)
+    controls = summary[summary.reward == "shuffled"]
+    control = controls.arm.iloc[0] if len(controls) else None
+    control_final = dict(zip(controls.seed, controls[f"final_{metric}"])) if control else {}
     arms = {}
     for arm, rows in summary.groupby("arm", sort=False):
         rows = rows.sort_values("seed")
         delta = rows[f"delta_{metric}"].tolist()
-        se = float(pd.Series(delta).sem()) if len(delta) > 1 else float("nan")
+        mean, se = _mean_se(delta)
         arms[arm] = {"objective": rows["objective"].iloc[0], "n_t": int(rows["n_t"].iloc[0]),
-                     "seeds": rows["seed"].astype(int).tolist(), "final": rows[f"final_{metric}"].tolist(),
-                     "delta_vs_warm": delta, "delta_mean": sum(delta) / len(delta),
-                     "delta_se": None if math.isnan(se) else se}
-    return {"metric": metric, "pool_size": pool_size, "warm_start": initial[metric], "arms": arms}
+                     "reward": rows["reward"].iloc[0], "seeds": rows["seed"].astype(int).tolist(),
+                     "final": rows[f"final_{metric}"].tolist(), "delta_vs_warm": delta, "delta_mean": mean,
+                     "delta_se": se}
+        paired = [(f, control_final[s]) for s, f in zip(rows.seed, rows[f"final_{metric}"]) if s in control_final]
+        if control and arm != control and paired:
+            vs = [f - c for f, c in paired]
+            arms[arm]["delta_vs_random"] = vs
+            arms[arm]["delta_vs_random_mean"], arms[arm]["delta_vs_random_se"] = _mean_se(vs)
+    bgpo = {a: v for a, v in arms.items() if v["objective"] == "bgpo" and v["reward"] == "verified"}
+    best = max(bgpo, key=lambda a: bgpo[a]["delta_mean"]) if bgpo else None
+    return {"metric": metric, "pool_size": pool_size, "warm_start": initial[metric], "best": best,
+            "random_control": control, "arms": arms}
 
 
 def load_curves(out: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -382,7 +437,8 @@ def load_curves(out: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     train_rows, eval_rows = [], []
     for r in summary.itertuples():
         run_dir = out / "runs" / f"{r.arm}-s{r.seed}"
-        meta = {"arm": r.arm, "objective": r.objective, "n_t": r.n_t, "ppo_epochs": r.ppo_epochs, "seed": r.seed}
+        meta = {"arm": r.arm, "objective": r.objective, "n_t": r.n_t, "ppo_epochs": r.ppo_epochs,
+                "reward": getattr(r, "reward", "verified"), "seed": r.seed}
         train_rows += [{**meta, **m} for m in read_jsonl(run_dir / "metrics.jsonl")]
         eval_rows += [{**meta, **initial}] + [{**meta, **e} for e in read_jsonl(run_dir / "eval.jsonl")]
     return pd.DataFrame(train_rows), pd.DataFrame(eval_rows)
@@ -401,6 +457,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=None, help=f"RL steps per run (default {d.steps})")
     parser.add_argument("--lr", type=float, default=None, help=f"AdamW learning rate (default {d.lr})")
     parser.add_argument("--n-t", default=None, help=f"BGPO n_t values, comma-separated (default {','.join(map(str, d.n_ts))})")
+    parser.add_argument("--arms", default=None,
+                        help="run only these arms, comma-separated names (e.g. bgpo-nt4,bgpo-nt4-random)")
+    parser.add_argument("--eval-every", type=int, default=None, help=f"evaluate every k steps (default {d.eval_every})")
+    parser.add_argument("--num-test", type=int, default=None,
+                        help=f"held-out pool puzzles per evaluation (default {d.num_test})")
     parser.add_argument("--workers", type=int, default=1, help="runs trained at once (processes, 1 thread each)")
     parser.add_argument("--ci", action="store_true", help="minutes-scale grid (1 seed, 2 steps, 16 puzzles)")
     parser.add_argument("--finished-only", action="store_true",
@@ -414,8 +475,10 @@ def main(args: argparse.Namespace) -> int:
         n_ts = tuple(int(n) for n in args.n_t.split(",")) if args.n_t else None
     except ValueError:
         raise BGPOError(f"--n-t expects comma-separated integers like 1,4,16; got {args.n_t!r}") from None
+    arms = tuple(a.strip() for a in args.arms.split(",")) if args.arms else None
     changes = {k: v for k, v in {"init_from": args.init_from, "seeds": args.seeds, "steps": args.steps,
-                                 "lr": args.lr, "n_ts": n_ts}.items() if v is not None}
+                                 "lr": args.lr, "n_ts": n_ts, "arms": arms, "eval_every": args.eval_every,
+                                 "num_test": args.num_test}.items() if v is not None}
     if args.init_from and not Path(args.init_from, "config.json").is_file():
         raise BGPOError(f"--init-from {args.init_from} holds no config.json; pass a `bgpo sft --out` directory")
     s = dataclasses.replace(s, **changes).check()

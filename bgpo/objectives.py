@@ -203,6 +203,30 @@ def prepare_old(model: torch.nn.Module, batch: RolloutBatch, objective: str,
     batch.old = torch.cat(parts, 0)
 
 
+@torch.no_grad()
+def policy_shift(model: torch.nn.Module, batch: RolloutBatch, objective: str,
+                 micro_batch_size: int | None = None, packed: bool = False) -> dict[str, float]:
+    """How far one update moved the policy on its own rollouts (on-policy, where loss = 0 and ratio = 1).
+
+    With ``Delta_i = l_0(theta_new; y_i) - l_0(theta_old; y_i)`` on the first MC mask (d1: the mean
+    change of the masked response tokens' log-probabilities), returns ``shift_mean = mean_i Delta_i``
+    and ``shift_adv = mean_i A_i Delta_i``: positive when likelihood moved toward the rollouts with
+    positive advantage — the direction the objective asks for. Costs one forward without gradients.
+    """
+    _objective(objective)
+    parts = []
+    for rows in _micro_batches(batch.input_ids.shape[0], micro_batch_size):
+        mb = batch.select(rows)
+        new = _terms(model, mb, objective, 0, packed)
+        if objective == "d1":
+            tokens = (mb.masks[:, 0] & mb.response_mask).to(new.dtype)  # (b, T)
+            parts.append(((new - mb.old) * tokens).sum(1) / tokens.sum(1).clamp(min=1))
+        else:
+            parts.append(new - mb.old[:, 0])
+    delta = torch.cat(parts).double()  # (B,)
+    return {"shift_mean": delta.mean().item(), "shift_adv": (batch.advantages.double() * delta).mean().item()}
+
+
 def _micro_batches(n: int, size: int | None) -> list[slice]:
     size = n if size is None else size
     if size < 1:

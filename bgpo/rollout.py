@@ -2,7 +2,8 @@
 
 Every random draw of a step comes from a generator that is a pure function of
 ``(seed, step, prompt, stream)`` (:func:`stream`): the sampler of prompt group ``p`` at step ``s``
-uses stream :data:`SAMPLER`, the Monte Carlo masks of the objective use :data:`MASKS`. So a resumed
+uses stream :data:`SAMPLER`, the Monte Carlo masks of the objective use :data:`MASKS`, the
+random-reward control :data:`REWARDS`. So a resumed
 run repeats an uninterrupted one bit for bit, N processes that each take ``prompts_per_step / N``
 prompts do the same work as one process, and changing a sampler setting never changes the masks.
 """
@@ -19,7 +20,7 @@ import torch
 from bgpo.data import encode_prompts
 from bgpo.diffusion import device_generator, generate
 
-SAMPLER, MASKS = 0, 1  # the random streams of a step
+SAMPLER, MASKS, REWARDS = 0, 1, 2  # the random streams of a step
 
 
 def stream(seed: int, step: int, prompt: int, which: int, device: torch.device | str = "cpu") -> torch.Generator:
@@ -49,6 +50,18 @@ def safe_rewards(task, completions: list[str], examples: list[dict], log: Path |
                     f.write(json.dumps({"error": repr(err), "completion": completion,
                                         "traceback": traceback.format_exc(limit=3)}) + "\n")
     return out
+
+
+def shuffled_rewards(rewards: torch.Tensor, group_size: int, generator: torch.Generator) -> torch.Tensor:
+    """The random-reward control: each group's rewards permuted at random among its rollouts.
+
+    Every group keeps its reward values, so the advantages keep their distribution (same magnitudes,
+    same zero-advantage groups) and the update its size; only the link between a completion and its
+    reward is cut. What such a run learns is what update noise alone does to the policy.
+    """
+    r = rewards.view(-1, group_size)  # (prompts, G)
+    order = torch.rand(r.shape, generator=generator, device=generator.device).argsort(1)  # (prompts, G)
+    return r.gather(1, order.to(r.device)).reshape(-1)
 
 
 @dataclass

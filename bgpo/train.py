@@ -5,9 +5,11 @@ One step (:func:`step`), read top to bottom::
     prompts  = next prompts_per_step examples of the shuffled training split    # bgpo.data
     y, r     = rollout(policy, prompts) x G; task rewards                       # bgpo.rollout
     A        = (r - mean_g r) / (std_g r + 1e-6)                               # group_advantages
+               (rollout.reward = shuffled: r permuted within its group first — the random-reward control)
     masks    = n_t coupled masks per rollout, from their own random stream      # drawn ONCE
     l_old    = l_j(theta_old) under no_grad                                     # prepare_old
     repeat ppo_epochs: zero_grad; update(objective); clip_grad_norm; optimizer.step
+    shift    = l_0(theta_new) - l_0(theta_old) on the batch                     # policy_shift (logged)
 
 Every random draw is a pure function of ``(seed, step, prompt, stream)`` (:func:`bgpo.rollout.stream`),
 so a resumed run repeats an uninterrupted one bit for bit, and N processes that each take
@@ -34,9 +36,9 @@ from bgpo.config import Config, load_config
 from bgpo.data import get_task, load_examples, load_tokenizer, prompt_indices
 from bgpo.errors import BGPOError
 from bgpo.evaluate import evaluate_examples
-from bgpo.objectives import RolloutBatch, draw_objective_masks, group_advantages, prepare_old, update
+from bgpo.objectives import RolloutBatch, draw_objective_masks, group_advantages, policy_shift, prepare_old, update
 from bgpo.optim import build_optimizer
-from bgpo.rollout import MASKS, Rollouts, rollout, stream
+from bgpo.rollout import MASKS, REWARDS, Rollouts, rollout, shuffled_rewards, stream
 
 OOM_HINT = (
     "out of GPU memory. Run `bgpo plan --config <your config> --gpus <N> --gpu-memory <GB>` to see what fits, "
@@ -117,7 +119,30 @@ def setup(cfg: Config, resume: bool) -> Run:
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     start = checkpoint.resume(accelerator, run_dir, ckpt) if ckpt is not None else 0
     return Run(cfg, run_dir, accelerator, model, optimizer, scheduler, load_tokenizer(cfg.model),
-               get_task(cfg.data), load_examples(cfg.data, cfg.data.train_split, cfg.trainer.seed), test_set, start)
+               get_task(cfg.data), training_prompts(cfg), test_set, start)
+
+
+def training_prompts(cfg: Config) -> list[dict]:
+    """The RL training split without any problem the warm start (``model.init_from``) trained on.
+
+    The problems come from generator seed ``RL_DATA_SEED + trainer.seed`` (not the SFT's seeds) and
+    :func:`bgpo.data.load_examples` already drops the held-out pool; a ``bgpo sft`` warm start
+    also records its own training data (:func:`bgpo.sft.trained_prompts`), which are dropped too, so
+    RL never rewards a puzzle the policy imitated, whatever the trainer's seed.
+    """
+    from bgpo.data import RL_DATA_SEED, prompt_key
+    from bgpo.sft import trained_prompts
+
+    examples = load_examples(cfg.data, cfg.data.train_split, RL_DATA_SEED + cfg.trainer.seed)
+    seen = trained_prompts(str(cfg.model.init_from)) if cfg.model.init_from else frozenset()
+    if not seen:
+        return examples
+    task = get_task(cfg.data)
+    kept = [e for e in examples if prompt_key(task, e) not in seen]
+    if not kept:
+        raise BGPOError(f"every one of the {len(examples)} training problems was in the warm start's SFT data; "
+                        f"raise data.num_train")
+    return kept
 
 
 def step(run: Run, s: int) -> dict:
@@ -132,8 +157,10 @@ def step(run: Run, s: int) -> dict:
                  seed=cfg.trainer.seed, step=s, first_prompt=rank * local, device=acc.device,
                  reward_log=run.dir / f"reward_errors.rank{rank}.jsonl")
     times["rollout_s"], t1 = time.perf_counter() - t0, time.perf_counter()
+    rewards = ro.rewards if cfg.rollout.reward == "verified" else shuffled_rewards(
+        ro.rewards, cfg.rollout.group_size, stream(cfg.trainer.seed, s, rank * local, REWARDS, ro.rewards.device))
     batch = RolloutBatch(ro.input_ids, ro.attention_mask, ro.response_mask,
-                         group_advantages(ro.rewards, cfg.rollout.group_size), _masks(run, ro, s, rank * local))
+                         group_advantages(rewards, cfg.rollout.group_size), _masks(run, ro, s, rank * local))
     prepare_old(run.model, batch, obj.name, obj.micro_batch_size, packed=obj.packed)
     times["old_s"], t2 = time.perf_counter() - t1, time.perf_counter()
     run.model.train()
@@ -149,6 +176,9 @@ def step(run: Run, s: int) -> dict:
         for k, v in {**stats, "grad_norm": float(grad_norm)}.items():
             stats_sum[k] = stats_sum.get(k, 0.0) + float(v) / obj.ppo_epochs
     times["update_s"] = time.perf_counter() - t2
+    run.model.eval()
+    shift = policy_shift(run.model, batch, obj.name, obj.micro_batch_size, packed=obj.packed)
+    stats_sum.update(zip(shift, acc.reduce(torch.tensor(list(shift.values()), device=acc.device), "mean").tolist()))
     return _metrics_row(run, ro, stats_sum, s + 1, times)
 
 
@@ -174,7 +204,9 @@ def _metrics_row(run: Run, ro: Rollouts, stats: dict, done: int, times: dict) ->
     named = dict(zip(named, acc.reduce(torch.tensor(list(named.values()), device=acc.device), "mean").tolist()))
     return {"step": done, "reward_mean": rewards.mean().item(), "reward_std": rewards.std().item(), **named,
             "zero_adv_groups": acc.reduce(flat, "mean").item(), "loss": loss, "clip_frac": clip_frac,
-            "ratio": ratio, "grad_norm": stats.get("grad_norm", 0.0), "n_forward": stats.get("n_forward", 0.0),
+            "ratio": ratio, "grad_norm": stats.get("grad_norm", 0.0),
+            "shift_mean": stats.get("shift_mean", 0.0), "shift_adv": stats.get("shift_adv", 0.0),
+            "n_forward": stats.get("n_forward", 0.0),
             "lr": run.scheduler.get_last_lr()[0], "response_tokens": int(tokens), "sequences": int(rewards.numel()),
             **{k: round(v, 4) for k, v in times.items()}, "memory_mb": round(_memory_mb(acc.device), 1)}
 

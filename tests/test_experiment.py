@@ -13,8 +13,11 @@ from bgpo.experiment import (Arm, GridSettings, book_arms, equal_memory_nt, load
 def test_arms_cover_every_comparison_once():
     comparisons = book_arms(elbo_nt_at_budget=1)
     names = [a.name for a in unique_arms(comparisons)]
-    assert names == ["bgpo-nt1", "bgpo-nt4", "bgpo-nt16", "d1"]
+    assert names == ["bgpo-nt1", "bgpo-nt4", "bgpo-nt16", "d1", "bgpo-nt4-random"]
     assert comparisons["equal_memory"] == [Arm("bgpo", 16), Arm("bgpo", 1)]  # ELBO at n_t=1 == BGPO on-policy
+    assert comparisons["control"] == [Arm("bgpo", 4, reward="shuffled")]
+    cfg = GridSettings(init_from="w").config(comparisons["control"][0], 0)
+    assert cfg.rollout.reward == "shuffled" and cfg.objective.n_t == 4
 
 
 def test_equal_memory_picks_largest_elbo_nt_within_bgpo_bytes():
@@ -171,3 +174,29 @@ def test_numbers_quoted_in_the_chapters_match_the_committed_grid():
     assert [q for q in quoted_seeds if q not in seeds] == []
     assert [q for q in quoted_singles if q not in singles] == []
     assert "-" not in "".join(a for a, _ in quoted_changes), "write negative changes with − (U+2212)"
+
+
+def test_the_outcome_pairs_every_verified_arm_with_the_random_control_by_seed():
+    from bgpo.experiment import outcome, with_warm_start
+
+    summary = pd.DataFrame({"arm": ["bgpo-nt4"] * 2 + ["bgpo-nt1"] * 2 + ["bgpo-nt4-random"] * 2,
+                            "objective": "bgpo", "n_t": [4, 4, 1, 1, 4, 4],
+                            "reward": ["verified"] * 4 + ["shuffled"] * 2, "seed": [0, 1] * 3,
+                            "final_cell_accuracy": [0.70, 0.74, 0.66, 0.64, 0.60, 0.58]})
+    result = outcome(with_warm_start(summary, {"cell_accuracy": 0.62}, ["cell_accuracy"]), {"cell_accuracy": 0.62},
+                     "cell_accuracy", 1024)
+    assert result["best"] == "bgpo-nt4" and result["random_control"] == "bgpo-nt4-random"
+    best = result["arms"]["bgpo-nt4"]
+    assert best["delta_vs_random"] == pytest.approx([0.10, 0.16])  # seed 0 with seed 0, seed 1 with seed 1
+    assert best["delta_vs_random_mean"] == pytest.approx(0.13) and best["delta_vs_random_se"] == pytest.approx(0.03)
+    assert "delta_vs_random" not in result["arms"]["bgpo-nt4-random"]
+
+
+def test_settings_name_no_machine_path_and_unknown_arms_are_refused(tmp_path, monkeypatch):
+    from bgpo.errors import BGPOError
+    from bgpo.experiment import relative
+
+    monkeypatch.chdir(tmp_path)
+    assert relative(tmp_path / "book" / "warm") == "book/warm" and relative("/elsewhere/x") == "/elsewhere/x"
+    with pytest.raises(BGPOError, match="unknown arm"):
+        GridSettings(init_from="w", arms=("bgpo-nt3-random",)).check()

@@ -84,3 +84,40 @@ def test_same_seed_same_warm_start(tmp_path):
     other = train_sft(tiny_cfg(steps=5, num_test=4, eval_every=5, seed=1), tmp_path / "seed1")
     assert other["steps"] == 5 and json.loads((tmp_path / "seed1" / "metrics.jsonl").read_text().splitlines()[0])[
         "loss"] != json.loads(logs[0][0])["loss"]
+
+
+def test_the_imperfect_teacher_is_imitated_and_the_truth_kept_for_testing():
+    cfg = tiny_cfg(teacher="imperfect", num_train=50, num_test=4)
+    rl = cfg.rl()
+    train, test = make_data(cfg, rl)
+    truth = {e["puzzle"]: e["solution"] for e in generate(200, seed=0)}
+    assert any(e["solution"] != truth[e["puzzle"]] for e in train)  # the teacher errs...
+    assert all(e["solution"][i] == truth[e["puzzle"]][i] for e in train  # ...never on a given
+               for i, ch in enumerate(e["puzzle"]) if ch != "0")
+    held_out = make_data(tiny_cfg(num_test=4), rl)[1]
+    assert test == held_out  # evaluation keeps the true solutions
+    with pytest.raises(BGPOError, match="teacher"):
+        tiny_cfg(teacher="oracle").check()
+
+
+def test_the_committed_warm_start_repeats_its_first_steps(tmp_path):
+    """The committed warm start's command, rerun for its first 25 steps, gives the same losses."""
+    from bgpo.experiment import WARM_START
+
+    record = json.loads((WARM_START / "sft.json").read_text())
+    cfg = SFTConfig(**{**record["settings"], "progress": False})
+    train_sft(cfg, tmp_path, stop_after=25)
+    rerun = [json.loads(r)["loss"] for r in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    committed = [json.loads(r)["loss"] for r in (WARM_START / "metrics.jsonl").read_text().splitlines()[:25]]
+    assert len(rerun) == 25 and rerun == pytest.approx(committed, rel=1e-4)
+
+
+def test_trained_prompts_are_what_the_warm_start_saw(tmp_path):
+    from bgpo.data import prompt_key
+    from bgpo.sft import trained_prompts
+
+    cfg = tiny_cfg(steps=1, num_train=60, num_test=4, eval_every=1)
+    train_sft(cfg, tmp_path)
+    task = get_task("sudoku", style="compact")
+    assert trained_prompts(str(tmp_path)) == {prompt_key(task, e) for e in make_data(cfg, cfg.rl())[0]}
+    assert trained_prompts(str(tmp_path / "nowhere")) == frozenset()

@@ -108,3 +108,24 @@ def test_loads_d1_test_set():
     assert all(count_solutions(ex["puzzle"]) >= 1 for ex in examples[:50])
     countdown = get_task("countdown").load("test", SHARED / "testsets" / "countdown_cd3_test.jsonl")
     assert countdown[0] == {"numbers": [30, 100, 93], "target": 23}
+
+
+def test_the_imperfect_teacher_fills_singles_right_and_guesses_the_rest():
+    import random
+
+    from bgpo.data import heldout_pool
+    from bgpo.config import load_config
+    from bgpo.tasks.sudoku import candidates, imperfect_teacher
+
+    pool = heldout_pool(load_config("small-sudoku").data)
+    rng, accuracy = random.Random(0), []
+    for e in pool:
+        fill = imperfect_teacher(e["puzzle"], rng)
+        blanks = [i for i, ch in enumerate(e["puzzle"]) if ch == "0"]
+        for i in blanks:
+            options = candidates(e["puzzle"], i)
+            assert fill[i] in options  # plausible: consistent with the givens
+            if len(options) == 1:
+                assert fill[i] == e["solution"][i]  # a naked single is always right
+        accuracy.append(sum(fill[i] == e["solution"][i] for i in blanks) / len(blanks))
+    assert 0.64 < sum(accuracy) / len(accuracy) < 0.71  # the room RL has: ~a third of the blanks

@@ -134,6 +134,30 @@ def generate(n: int, seed: int = 0, *, blanks: int | tuple[int, int] = 10) -> li
     return examples
 
 
+def candidates(puzzle: str, i: int) -> str:
+    """The digits cell ``i`` may hold given the digits already in its row, column and box."""
+    return "".join(d for d in "1234" if all(puzzle[j] != d for j in _PEERS[i]))
+
+
+def imperfect_teacher(puzzle: str, rng: random.Random) -> str:
+    """A plausible but unverified completion: the small-scale warm start's teacher.
+
+    Every blank whose candidates *given the puzzle's givens* are a single digit (a naked single)
+    gets that digit — always right. Every other blank gets a digit drawn uniformly from its
+    candidates — consistent with the givens, never checked against the other blanks, so right only
+    by luck. On the fixed held-out pool ~40% of blanks are naked singles and the teacher scores
+    ~0.67 cell accuracy (``tests/test_tasks_sudoku.py``). A model that imitates it has systematic,
+    learnable errors: the verified reward can teach it to make the blanks agree with each other,
+    which is exactly what the teacher never did — RL going beyond its teacher.
+    """
+    cells = list(puzzle)
+    for i, ch in enumerate(puzzle):
+        if ch == "0":
+            options = candidates(puzzle, i)
+            cells[i] = options if len(options) == 1 else rng.choice(options or "1234")
+    return "".join(cells)
+
+
 def _check_grid(text: object, name: str, allow_blanks: bool) -> str:
     text = str(text).strip()
     allowed = "01234" if allow_blanks else "1234"
