@@ -28,7 +28,18 @@ def _no_objects(value):
 
 
 def _round_trip(value):
-    return wire.decode(json.loads(json.dumps(wire.encode(value, _no_objects))), None)
+    return wire.decode(wire.loads(wire.dumps(wire.encode(value, _no_objects))), None)
+
+
+def test_wire_lines_are_what_json_writes_and_reads():
+    """The wire's codec is ``_json``'s, as in :mod:`json`; a line holds one value and nothing more."""
+    message = ["ok", {"d": [["é\x00\ud800", [None, True, -0.0, 1e300, 2**70]]]}, [[0, {"s": []}]]]
+    assert wire.dumps(message) == json.dumps(message, separators=(",", ":"))
+    assert wire.loads(wire.dumps(message)) == message
+    assert all(math.isinf(x) or math.isnan(x) for x in wire.loads("[NaN,Infinity,-Infinity]"))
+    for bad in (" [1]", "[1] ", "[1]x", "", "nul", "[1", "1" * 5000):
+        with pytest.raises(ValueError):
+            wire.loads(bad)
 
 
 def test_wire_rebuilds_standard_values_exactly():

@@ -190,8 +190,8 @@ class _Callback:
 
 
 def _main():
-    import json, os, types
-    config = json.loads(sys.argv[-1])
+    import marshal, os, types
+    config = marshal.loads(bytes.fromhex(sys.argv[-1]))  # the caller's plain data (no json/re import)
     del sys.argv[1:]
     sys.argv[0] = "main.py"
     sys.path[:0] = config["path"]

@@ -2,7 +2,7 @@
 
 Shipped as source and run by the sandbox's interpreter as PID 1 of fresh PID, mount, IPC, network
 and UTS namespaces (``unshare``; as root, or as the mapped root of a new user namespace). It reads
-its configuration from the pipe named in ``argv[1]``, then:
+its configuration (marshalled plain data) from the pipe named in ``argv[1]``, then:
 
 1. joins the run's cgroups (memory and pids for the whole run, see :mod:`bgpo.sandbox.isolation`);
 2. builds a new root on a size-limited tmpfs: read-only bind mounts of the system and interpreter
@@ -24,7 +24,7 @@ dropped the uid and made a host working directory.
 """
 
 import ctypes
-import json
+import marshal
 import os
 import resource
 import struct
@@ -88,7 +88,7 @@ def _build_root(config):
         os.chown(f"{new}/sandbox/{name}", uid, uid)
     if config["code"]:
         with open(new + "/.harness", "wb") as f:
-            f.write(bytes.fromhex(config["code"]))
+            f.write(config["code"])
     os.chdir(new)
     number = PIVOT_ROOT.get(os.uname().machine)
     if number is None:
@@ -130,7 +130,7 @@ def _landlock(abi, rules):
 
 def main():
     with os.fdopen(int(sys.argv[1]), "rb") as f:
-        config = json.loads(f.read())
+        config = marshal.loads(f.read())  # plain data from the caller (marshal: no json/re import here)
     if config["mount"]:
         for cgroup in config["cgroups"]:
             with open(os.path.join(cgroup, "cgroup.procs"), "w") as f:
@@ -138,7 +138,7 @@ def main():
         _build_root(config)
     elif config["code"]:
         with open(".harness", "wb") as f:
-            f.write(bytes.fromhex(config["code"]))
+            f.write(config["code"])
     for name, soft, hard in config["rlimits"]:
         resource.setrlimit(getattr(resource, name), (soft, hard))
     with open("/proc/self/oom_score_adj", "w") as f:

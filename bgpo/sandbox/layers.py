@@ -33,7 +33,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import itertools
-import json
 import marshal
 import os
 import select
@@ -83,14 +82,6 @@ BOOT = "import marshal, sys\nwith open(sys.argv[1], 'rb') as f:\n    exec(marsha
 def compiled(name: str) -> bytes:
     """:func:`source` compiled and marshalled, for :data:`BOOT` (same interpreter version only)."""
     return marshal.dumps(compile(source(name), f"<bgpo.sandbox.{name}>", "exec"))
-
-
-@lru_cache(maxsize=None)
-def compiled_file(name: str) -> str:
-    """:func:`compiled` in a file of the caller's own (root-only) directory: what the judge's BOOT reads."""
-    path = Path(tempfile.mkdtemp(prefix="bgpo-code-")) / name
-    path.write_bytes(compiled(name))
-    return str(path)
 
 
 def landlock_abi() -> int:
@@ -264,7 +255,7 @@ def start(layers: Layers, limits, files: dict[str, str], harness: dict, pass_fds
     try:
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "BGPO_SANDBOX": "1",
                "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        code = compiled("harness.py").hex() if layers.python == sys.executable else None
+        code = compiled("harness.py") if layers.python == sys.executable else None
         config = {"mount": layers.namespaces, "landlock": layers.landlock, "uid": layers.uid, "files": files, "code": code,
                   "disk_bytes": limits.disk_bytes, "cgroups": [str(p) for p in cgroup.paths] if cgroup else [],
                   "rlimits": rlimits(None if cgroup else limits.memory_bytes, limits)}
@@ -287,7 +278,7 @@ def start(layers: Layers, limits, files: dict[str, str], harness: dict, pass_fds
             env |= {"HOME": workdir, "TMPDIR": workdir}
             ids = dict(user=layers.uid, group=layers.uid, extra_groups=[]) if layers.uid is not None else {}
         config["rules"] = landlock_rules(layers.python, writable, layers.namespaces)
-        harness = json.dumps(harness | {"writable": writable})
+        harness = marshal.dumps(harness | {"writable": writable}).hex()  # plain data, read with marshal
         config["argv"] = [layers.python, "-I", "-S", "-B", "-c", BOOT, "/.harness" if layers.namespaces else
                           os.path.join(workdir, ".harness"), harness] if code else \
             [layers.python, "-I", "-S", "-B", "-c", source("harness.py"), harness]
@@ -301,7 +292,7 @@ def start(layers: Layers, limits, files: dict[str, str], harness: dict, pass_fds
             remove_tree(workdir)
         raise
     run = Sandboxed(proc, None, cgroup, workdir, [proc.stdout.fileno(), proc.stderr.fileno()])
-    return run, json.dumps(config).encode()
+    return run, marshal.dumps(config)
 
 
 def hold_pid1(run: Sandboxed, deadline: float) -> None:

@@ -9,7 +9,7 @@ decides a verdict only for stdio tests; its stderr never does.
 
 from __future__ import annotations
 
-import json
+import marshal
 import os
 import selectors
 import signal
@@ -124,12 +124,12 @@ def _execute(program: Program, limits: Limits, layers: isolation.Layers) -> Resu
         if program.judged:
             judge = _start_judge(program, limits, requests_w, replies_r)
             close(requests_w, replies_r)
-            writes[_stdin(judge)] = json.dumps({
+            writes[_stdin(judge)] = marshal.dumps((isolation.compiled("judge.py"), {
                 "path": isolation.site_paths(), "cap": limits.output_bytes, "requests": requests_w,
                 "replies": replies_r, "setup": program.judge_setup, "test": program.judge,
                 "entry_point": program.entry_point, "checks": encode(list(program.checks), _refuse),
                 "rlimits": [("RLIMIT_CPU", limits.cpu_seconds, limits.cpu_seconds + 1),
-                            ("RLIMIT_AS", max(limits.memory_bytes, 1 << 30), max(limits.memory_bytes, 1 << 30))]}).encode()
+                            ("RLIMIT_AS", max(limits.memory_bytes, 1 << 30), max(limits.memory_bytes, 1 << 30))]}))
         if program.stdin:
             writes[_stdin(run.proc)] = program.stdin.encode()
         if layers.namespaces:
@@ -180,10 +180,16 @@ def _execute(program: Program, limits: Limits, layers: isolation.Layers) -> Resu
     return result("passed", "ran to the end")
 
 
+# the judge's code (marshalled, see layers.compiled) and its configuration come on stdin, marshalled
+# together: plain data from the caller, so no file and no json/re import
+JUDGE_BOOT = ("import marshal, sys\ncode, config = marshal.loads(sys.stdin.buffer.read())\n"
+              "namespace = {'__name__': 'bgpo_judge'}\nexec(marshal.loads(code), namespace)\nnamespace['_main'](config)")
+
+
 def _start_judge(program: Program, limits: Limits, requests_w: int, replies_r: int) -> subprocess.Popen:
-    """The judge: the caller's interpreter and uid, its own session, test code from stdin."""
+    """The judge: the caller's interpreter and uid, its own session, its code and test code from stdin."""
     env = {"PATH": os.defpath, "LANG": "C.UTF-8", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-I", "-S", "-B", "-c", isolation.BOOT, isolation.compiled_file("judge.py")],
+    return subprocess.Popen([sys.executable, "-I", "-S", "-B", "-c", JUDGE_BOOT],
                             env=env,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             pass_fds=(requests_w, replies_r), start_new_session=True, cwd="/")
@@ -214,7 +220,7 @@ def _classify(returncode: int | None, err: str, oom: bool, limits: Limits) -> tu
         return "limit", f"out of memory ({limits.memory_bytes} bytes)"
     if returncode == FILE_TOO_LARGE:
         return "limit", f"wrote a file over {limits.file_size_bytes} bytes"
-    if returncode == 1 and err.rstrip().endswith(UNSHARE_SIGKILL):
+    if returncode == 1 and err.rstrip().rpartition("\n")[2].startswith(UNSHARE_SIGKILL):  # "...: Invalid argument"
         # `unshare --fork` re-raises its child's fatal signal on itself; for SIGKILL (the hard CPU
         # limit; our own timeout kill is reported before) that fails with this message and exit 1
         return "limit", f"killed by SIGKILL (CPU limit {limits.cpu_seconds} s)"
