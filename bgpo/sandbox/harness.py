@@ -14,10 +14,9 @@ object introspection. Native code, ``os.mkfifo`` (no audit event) or ``_imp`` tr
 the namespaces, uid, cgroup and Landlock are what hold.
 """
 
-import collections
 import sys
 
-from bgpo.sandbox.wire import Channel, ChannelClosed, decode, encode  # shipped: wire.py's text replaces this line
+from bgpo.sandbox.wire import Channel, ChannelClosed, decode, deque, encode  # shipped: wire.py's text replaces this line
 
 MEMORY_ERROR, FILE_TOO_LARGE = 86, 87  # exit statuses the caller reads as limits (never a pass)
 
@@ -164,7 +163,7 @@ class _Server:
         return ["ok", result, after]
 
 
-_MUTABLE = (list, dict, set, bytearray, collections.deque)  # arguments the judge updates in place
+_MUTABLE = (list, dict, set, bytearray, deque)  # arguments the judge updates in place
 
 
 def _lookup(module, name):

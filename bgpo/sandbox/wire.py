@@ -20,8 +20,12 @@ reply (a program calling a callback the test passed it), so :class:`Channel` ser
 until its own reply arrives.
 """
 
-import collections
 import sys
+
+try:  # the C types that collections re-exports; importing collections itself costs ~2 ms per process
+    from _collections import OrderedDict, defaultdict, deque
+except ImportError:
+    from collections import OrderedDict, defaultdict, deque
 
 MAX_DEPTH = 300
 MAX_SAME_HASH = 16
@@ -100,14 +104,15 @@ def encode(value, other, depth=0):
         return {"t": [encode(v, other, deeper) for v in value]}
     if kind in (set, frozenset):
         return {"s" if kind is set else "fs": [encode(v, other, deeper) for v in value]}
-    if kind in (dict, collections.OrderedDict, collections.Counter):
-        tag = {dict: "d", collections.OrderedDict: "od", collections.Counter: "ctr"}[kind]
+    counter = getattr(sys.modules.get("collections"), "Counter", None)  # no Counter without collections
+    if kind is dict or kind is OrderedDict or kind is counter:
+        tag = "d" if kind is dict else "od" if kind is OrderedDict else "ctr"
         return {tag: [[encode(k, other, deeper), encode(v, other, deeper)] for k, v in value.items()]}
-    if kind is collections.defaultdict:
+    if kind is defaultdict:
         factory = getattr(value.default_factory, "__name__", None)
         factory = factory if _DEFAULT_FACTORIES.get(factory) is value.default_factory else None
         return {"dd": [factory, [[encode(k, other, deeper), encode(v, other, deeper)] for k, v in value.items()]]}
-    if kind is collections.deque:
+    if kind is deque:
         return {"dq": [[encode(v, other, deeper) for v in value], value.maxlen]}
     if kind is complex:
         return {"c": [repr(value.real), repr(value.imag)]}
@@ -157,18 +162,22 @@ def decode(data, other, depth=0):
         return {"t": tuple, "s": set, "fs": frozenset}[tag](items)
     if tag in ("d", "od", "ctr"):
         pairs = _pairs(body, other, deeper)
-        built = {"d": dict, "od": collections.OrderedDict, "ctr": dict}[tag](pairs)
-        return collections.Counter(built) if tag == "ctr" else built
+        built = {"d": dict, "od": OrderedDict, "ctr": dict}[tag](pairs)
+        if tag == "ctr":
+            import collections
+
+            return collections.Counter(built)
+        return built
     if tag == "dd":
         factory, pairs = _list(body, 2)
         if factory is not None and factory not in _DEFAULT_FACTORIES:
             raise ValueError("unknown default factory")
-        return collections.defaultdict(_DEFAULT_FACTORIES.get(factory), _pairs(pairs, other, deeper))
+        return defaultdict(_DEFAULT_FACTORIES.get(factory), _pairs(pairs, other, deeper))
     if tag == "dq":
         items, maxlen = _list(body, 2)
         if maxlen is not None and type(maxlen) is not int:
             raise ValueError("bad deque maxlen")
-        return collections.deque([decode(v, other, deeper) for v in _list(items)], maxlen)
+        return deque([decode(v, other, deeper) for v in _list(items)], maxlen)
     if tag == "i":
         return int(_str(body), 16)
     if tag == "x":
@@ -195,6 +204,8 @@ def decode(data, other, depth=0):
     if tag == "nt":
         name, fields, items = _list(body, 3)
         values = [decode(v, other, deeper) for v in _list(items)]
+        import collections
+
         return collections.namedtuple(_str(name), [_str(f) for f in _list(fields)])(*values)
     if tag in ("nd", "np"):
         return _numpy(tag, body, other, deeper)
@@ -218,7 +229,10 @@ def _numpy(tag, body, other, depth):
 def _check_hashes(keys):
     """Refuse keys that share one hash too often: inserting them would take quadratic time."""
     if len(keys) > 4 * MAX_SAME_HASH:
-        counts = collections.Counter(hash(k) for k in keys)
+        counts = {}
+        for key in keys:
+            value = hash(key)
+            counts[value] = counts.get(value, 0) + 1
         if max(counts.values()) > MAX_SAME_HASH:
             raise ValueError("too many keys with one hash")
 
