@@ -16,7 +16,7 @@ import numpy
 import pytest
 
 from bgpo import sandbox
-from bgpo.sandbox import wire
+from bgpo.sandbox import forkserver, wire
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the sandbox's isolation is Linux-only")
 
@@ -194,3 +194,25 @@ def test_isolation_reports_its_layers():
     assert os.access(layers["python"], os.X_OK)
     if os.geteuid() == 0:
         assert layers["uid"] == sandbox.NOBODY
+
+
+@pytest.mark.skipif(not forkserver.available(), reason="no pidfd_open or fd passing: judges are new interpreters")
+def test_forked_judges_report_like_new_interpreters_and_a_lost_server_passes_nothing():
+    """Each judge is a fork of the judge server: same verdicts and reasons, its session ends with it,
+    and a server that dies mid-run fails the runs it had (no exit status, no pass) and is replaced."""
+    add = "def add(a, b):\n    return a + b"
+    runs = sandbox.run_many([
+        sandbox.Program(add, judge="assert add(1, 2) == 3"),
+        sandbox.Program(add, judge="assert add(1, 2) == 4, 'wrong sum'"),
+        sandbox.Program(add, judge="raise SystemExit(3)"),
+        sandbox.Program(add, judge="import subprocess, time\nsubprocess.Popen(['sleep', '987'])\ntime.sleep(60)"),
+    ], FAST)
+    assert [r.status for r in runs] == ["passed", "failed", "failed", "timeout"]
+    assert runs[1].reason == "judge: AssertionError: wrong sum" and runs[2].reason == "judge: exit status 3"
+    assert "sleep 987" not in os.popen("ps -eo args").read()  # the judge's session died with it
+    lost = forkserver.server()
+    threading.Timer(0.5, os.kill, (lost.proc.pid, 9)).start()
+    result = sandbox.run(sandbox.Program(add, judge="import time\ntime.sleep(3)"), FAST)
+    assert result.status == "failed" and lost.dead
+    assert sandbox.run(sandbox.Program(add, judge="assert add(1, 2) == 3"), FAST).passed
+    assert forkserver.server() is not lost

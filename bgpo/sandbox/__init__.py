@@ -13,7 +13,9 @@ threat model:
   program as a module, a server that turns its values into data and keeps its objects as handles;
 * :mod:`~bgpo.sandbox.judge` -- the trusted judge, a separate process that runs the test code with
   the program's module behind a proxy: values come back rebuilt as genuine standard types
-  (:mod:`~bgpo.sandbox.wire`), so no code of the program ever decides an equality or a verdict.
+  (:mod:`~bgpo.sandbox.wire`), so no code of the program ever decides an equality or a verdict;
+  each judge is a fork of a trusted server that has loaded the judge's code and run nothing else
+  (:mod:`~bgpo.sandbox.forkserver`), which saves every run an interpreter start.
 
 :mod:`~bgpo.sandbox.runner` ties them together for one run: the caller only moves bytes with a cap
 and a deadline and reads exit statuses, so no program can stall it. Every outcome is a

@@ -1,8 +1,9 @@
 """The trusted judge: runs the test code, with the program's module behind a proxy.
 
-Shipped as source after :mod:`bgpo.sandbox.wire` and run as the caller's own interpreter (the
-caller's uid, its site-packages) in a child process with CPU, memory and wall limits. Its exit
-status is the verdict: 0 when every test passed.
+Shipped as source after :mod:`bgpo.sandbox.wire` and run by the caller's own interpreter (the
+caller's uid, its site-packages): one process per run with CPU, memory and wall limits, forked by
+the judge server (:func:`_serve`, :mod:`bgpo.sandbox.forkserver`) or else a new interpreter. Its
+exit status is the verdict: 0 when every test passed.
 
 Threat model: the judge runs only trusted code (the problem's setup and tests) and receives only
 data from the program. A call, attribute access, iteration, ``len``/``in``/indexing or ``str`` of
@@ -207,6 +208,95 @@ def _main(config):
         answer = lookup(name)(*args, **kwargs)
         if not any(_same(answer, value) for value in accepted):
             raise AssertionError(f"check {index + 1}: {name}(...) returned a wrong value")
+
+
+def _serve(control_fd):
+    """The judge's fork server (see :mod:`bgpo.sandbox.forkserver`): a fresh judge per request.
+
+    Requests come from the caller only, over the SOCK_SEQPACKET socket ``control_fd``: a token and
+    the judge's five fds (stdin, stdout, stderr, requests, replies). Each judge is a fork of this
+    process, which has loaded the judge's code and run nothing else: it starts as a new interpreter
+    would, in its own session. This process answers ("started", token, pid) with a pidfd on the
+    judge (the caller ends it through that, never through a pid that could be reused), and
+    ("exit", pid, status) once it has killed whatever is left in the judge's session and reaped it.
+    It exits when the caller closes the socket.
+    """
+    import marshal, os, select, signal, socket
+    control = socket.socket(fileno=control_fd)
+    poller = select.poll()
+    poller.register(control_fd, select.POLLIN)
+    children = {}  # pidfd -> pid
+    while True:
+        for fd, _ in poller.poll():
+            if fd != control_fd:
+                pid = children.pop(fd)
+                poller.unregister(fd)
+                try:  # the judge is a zombie now: its pid, and so its session's id, is not reused yet
+                    os.killpg(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+                status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+                os.close(fd)
+                control.sendall(marshal.dumps(("exit", pid, status)))
+                continue
+            message, fds, _, _ = socket.recv_fds(control, 1024, 5)
+            if not message:  # the caller is gone
+                os._exit(0)
+            if len(fds) != 5:
+                for each in fds:
+                    os.close(each)
+                continue
+            try:
+                pid = os.fork()
+            except OSError:  # the caller starts this judge as a new interpreter instead
+                pid = -1
+            if pid == 0:
+                _forked(fds, [control_fd, *children])
+            for each in fds:
+                os.close(each)
+            if pid < 0:
+                control.sendall(marshal.dumps(("failed", marshal.loads(message), 0)))
+                continue
+            pidfd = os.pidfd_open(pid)
+            children[pidfd] = pid
+            poller.register(pidfd, select.POLLIN)
+            socket.send_fds(control, [marshal.dumps(("started", marshal.loads(message), pid))], [pidfd])
+
+
+def _forked(fds, server_fds):
+    """A judge forked by :func:`_serve`: its fds in place, then :func:`_main` as a new interpreter runs it."""
+    import marshal, os
+    code = 1
+    try:
+        os.setsid()
+        for fd in server_fds:
+            os.close(fd)
+        high = [os.dup(fd) for fd in fds]  # above 4 (fds 0-4 are taken here), then onto 0-4
+        while min(high) <= 4:
+            high = [os.dup(fd) for fd in high]
+        for target, fd in enumerate(high):
+            os.dup2(fd, target)
+        os.closerange(5, os.sysconf("SC_OPEN_MAX"))
+        chunks = []
+        while chunk := os.read(0, 1 << 20):
+            chunks.append(chunk)
+        try:
+            _main(marshal.loads(b"".join(chunks)))
+            code = 0
+        except SystemExit as done:  # as the interpreter exits
+            if done.code is None or isinstance(done.code, int):
+                code = done.code or 0
+            else:
+                print(done.code, file=sys.stderr)
+        except BaseException:
+            sys.excepthook(*sys.exc_info())
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except BaseException:
+                pass
+    finally:
+        os._exit(code)
 
 
 def _refuse(tag, body):

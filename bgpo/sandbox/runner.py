@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from bgpo.sandbox import forkserver
 from bgpo.sandbox import layers as isolation
 from bgpo.sandbox.harness import FILE_TOO_LARGE, MEMORY_ERROR
 from bgpo.sandbox.wire import encode
@@ -94,7 +95,7 @@ def _execute(program: Program, limits: Limits, layers: isolation.Layers) -> Resu
     deadline = start + limits.wall_seconds
     fds: list[int] = []
     run: isolation.Sandboxed | None = None
-    judge: subprocess.Popen | None = None
+    judge: forkserver.ForkedJudge | subprocess.Popen | None = None
 
     def pipe() -> tuple[int, int]:
         r, w = os.pipe()
@@ -122,14 +123,16 @@ def _execute(program: Program, limits: Limits, layers: isolation.Layers) -> Resu
         fds.remove(config_w)
         writes[config_w] = launch
         if program.judged:
-            judge = _start_judge(program, limits, requests_w, replies_r)
+            judge = _start_judge(requests_w, replies_r)
             close(requests_w, replies_r)
-            writes[_stdin(judge)] = marshal.dumps((isolation.compiled("judge.py"), {
-                "path": isolation.site_paths(), "cap": limits.output_bytes, "requests": requests_w,
-                "replies": replies_r, "setup": program.judge_setup, "test": program.judge,
+            forked = isinstance(judge, forkserver.ForkedJudge)
+            config = {
+                "path": isolation.site_paths(), "cap": limits.output_bytes, "requests": 3 if forked else requests_w,
+                "replies": 4 if forked else replies_r, "setup": program.judge_setup, "test": program.judge,
                 "entry_point": program.entry_point, "checks": encode(list(program.checks), _refuse),
                 "rlimits": [("RLIMIT_CPU", limits.cpu_seconds, limits.cpu_seconds + 1),
-                            ("RLIMIT_AS", max(limits.memory_bytes, 1 << 30), max(limits.memory_bytes, 1 << 30))]}))
+                            ("RLIMIT_AS", max(limits.memory_bytes, 1 << 30), max(limits.memory_bytes, 1 << 30))]}
+            writes[_stdin(judge)] = marshal.dumps(config if forked else (isolation.compiled("judge.py"), config))
         if program.stdin:
             writes[_stdin(run.proc)] = program.stdin.encode()
         if layers.namespaces:
@@ -186,8 +189,27 @@ JUDGE_BOOT = ("import marshal, sys\ncode, config = marshal.loads(sys.stdin.buffe
               "namespace = {'__name__': 'bgpo_judge'}\nexec(marshal.loads(code), namespace)\nnamespace['_main'](config)")
 
 
-def _start_judge(program: Program, limits: Limits, requests_w: int, replies_r: int) -> subprocess.Popen:
-    """The judge: the caller's interpreter and uid, its own session, its code and test code from stdin."""
+def _start_judge(requests_w: int, replies_r: int) -> forkserver.ForkedJudge | subprocess.Popen:
+    """The judge: the caller's interpreter and uid, its own session, its test code from stdin.
+
+    A fork of the judge server (:mod:`bgpo.sandbox.forkserver`; ``requests_w``/``replies_r`` become
+    its fds 3 and 4), else a new interpreter that also reads its code from stdin."""
+    if forkserver.available():
+        child: list[int] = []
+        ours: list[int] = []
+        try:
+            for _ in range(3):
+                r, w = os.pipe()
+                child.append(r if not ours else w)
+                ours.append(w if not ours else r)
+            judge = forkserver.server().spawn([*child, requests_w, replies_r], tuple(ours))
+            ours = []
+            return judge
+        except OSError:
+            pass
+        finally:
+            for fd in child + ours:
+                os.close(fd)
     env = {"PATH": os.defpath, "LANG": "C.UTF-8", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-I", "-S", "-B", "-c", JUDGE_BOOT],
                             env=env,
@@ -195,7 +217,10 @@ def _start_judge(program: Program, limits: Limits, requests_w: int, replies_r: i
                             pass_fds=(requests_w, replies_r), start_new_session=True, cwd="/")
 
 
-def _end_judge(judge: subprocess.Popen) -> None:
+def _end_judge(judge: forkserver.ForkedJudge | subprocess.Popen) -> None:
+    if isinstance(judge, forkserver.ForkedJudge):
+        judge.end()
+        return
     try:
         os.killpg(judge.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
