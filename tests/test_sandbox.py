@@ -216,3 +216,13 @@ def test_forked_judges_report_like_new_interpreters_and_a_lost_server_passes_not
     assert result.status == "failed" and lost.dead
     assert sandbox.run(sandbox.Program(add, judge="assert add(1, 2) == 3"), FAST).passed
     assert forkserver.server() is not lost
+
+
+def test_judges_as_new_interpreters_where_there_is_no_fork_server(monkeypatch):
+    monkeypatch.setattr(forkserver, "available", lambda: False)
+    add = "def add(a, b):\n    return a + b"
+    runs = sandbox.run_many([sandbox.Program(add, judge="assert add(1, 2) == 3"),
+                             sandbox.Program(add, checks=(("add", (1, 2), {}, (3,)),)),
+                             sandbox.Program(add, judge="assert add(1, 2) == 4, 'wrong sum'")], FAST)
+    assert [r.status for r in runs] == ["passed", "passed", "failed"]
+    assert runs[2].reason == "judge: AssertionError: wrong sum"

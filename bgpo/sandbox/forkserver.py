@@ -41,8 +41,8 @@ START_SECONDS = 10.0  # the most a request may wait for its judge to be forked
 class ForkedJudge:
     """A judge forked by the server: what :mod:`bgpo.sandbox.runner` uses of a ``Popen``."""
 
-    def __init__(self, pid: int, pidfd: int, stdin: int, stdout: int, stderr: int):
-        self.pid, self.pidfd = pid, pidfd
+    def __init__(self, server: _Server, pid: int, pidfd: int, stdin: int, stdout: int, stderr: int):
+        self.server, self.pid, self.pidfd = server, pid, pidfd
         self.stdin, self.stdout, self.stderr = (os.fdopen(fd, mode, buffering=0)
                                                 for fd, mode in ((stdin, "wb"), (stdout, "rb"), (stderr, "rb")))
         self.returncode: int | None = None
@@ -61,6 +61,8 @@ class ForkedJudge:
             except ProcessLookupError:
                 pass
             self.exited.wait(timeout)
+        with self.server.lock:  # no one signals through this pidfd once it is closed
+            self.server.judges.pop(self.pid, None)
         os.close(self.pidfd)
         for stream in (self.stdin, self.stdout, self.stderr):
             if not stream.closed:
@@ -77,8 +79,14 @@ class _Server:
                                          pass_fds=(theirs.fileno(),), start_new_session=True, cwd="/")
         finally:
             theirs.close()
-        self.proc.stdin.write(layers.compiled("judge.py"))
-        self.proc.stdin.close()
+        try:
+            self.proc.stdin.write(layers.compiled("judge.py"))
+            self.proc.stdin.close()
+        except OSError:
+            ours.close()
+            self.proc.kill()
+            self.proc.wait()
+            raise
         self.socket, self.pid, self.dead = ours, os.getpid(), False
         self.lock = threading.Lock()
         self.tokens = itertools.count()
@@ -94,7 +102,12 @@ class _Server:
             if self.dead:
                 raise OSError("the judge server is gone")
             self.starting[token] = slot
+        try:  # one message each, atomic on a SOCK_SEQPACKET socket: no lock needed to send
             socket.send_fds(self.socket, [marshal.dumps(token)], child_fds)
+        except OSError:
+            with self.lock:
+                self.starting.pop(token, None)
+            raise
         slot[0].wait(START_SECONDS)
         with self.lock:  # from here on the reader ends a judge that comes too late
             self.starting.pop(token, None)
@@ -117,7 +130,7 @@ class _Server:
                             signal.pidfd_send_signal(fds[0], signal.SIGKILL)
                             os.close(fds[0])
                             continue
-                        judge = slot[1] = self.judges[value] = ForkedJudge(value, fds[0], *slot[2])
+                        judge = slot[1] = self.judges[value] = ForkedJudge(self, value, fds[0], *slot[2])
                         slot[0].set()
                     elif kind == "failed" and key in self.starting:  # no fork: spawn() raises
                         self.starting.pop(key)[0].set()
@@ -125,7 +138,7 @@ class _Server:
                         judge = self.judges.pop(key)
                         judge.returncode = value
                         judge.exited.set()
-        except (OSError, ValueError, EOFError, TypeError, IndexError):
+        except Exception:  # a malformed message: the server is not what it should be
             pass
         finally:  # the server is gone: no judge of it will be reported, none may pass
             with self.lock:
