@@ -39,7 +39,8 @@ def baseline_task(commit: str, directory: str):
     for name, path in (("old_sandbox", "bgpo/sandbox.py"), ("old_code", "bgpo/tasks/code.py")):
         text = subprocess.run(["git", "-C", str(root), "show", f"{commit}:{path}"], check=True,
                               capture_output=True, text=True).stdout
-        Path(directory, f"{name}.py").write_text(text.replace("from bgpo import sandbox", "import old_sandbox as sandbox"))
+        text = text.replace("from bgpo import sandbox", "import old_sandbox as sandbox")
+        Path(directory, f"{name}.py").write_text(text)
     sys.path.insert(0, directory)
     spec = importlib.util.spec_from_file_location("old_code", Path(directory, "old_code.py"))
     module = importlib.util.module_from_spec(spec)
@@ -79,8 +80,9 @@ def main(argv: list[str] | None = None) -> None:
             for name in ("old", "new") if round_ % 2 == 0 else ("new", "old"):
                 start, cpu = time.monotonic(), cpu_seconds()
                 rewards = scorers[name].rewards(completions, examples)
-                print(f"round {round_} {name}: {time.monotonic() - start:5.2f} s wall, {cpu_seconds() - cpu:5.2f} s CPU "
-                      f"for {len(completions)} programs, mean reward {sum(rewards) / len(rewards):.2f}", flush=True)
+                wall, cpu = time.monotonic() - start, cpu_seconds() - cpu
+                print(f"round {round_} {name}: {wall:5.2f} s wall, {cpu:5.2f} s CPU for {len(completions)} programs, "
+                      f"mean reward {sum(rewards) / len(rewards):.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ the namespaces, uid, cgroup and Landlock are what hold.
 
 import sys
 
-from bgpo.sandbox.wire import Channel, ChannelClosed, decode, deque, encode  # shipped: wire.py's text replaces this line
+# shipped: wire.py's text replaces the next line
+from bgpo.sandbox.wire import Channel, ChannelClosed, decode, deque, encode
 
 MEMORY_ERROR, FILE_TOO_LARGE = 86, 87  # exit statuses the caller reads as limits (never a pass)
 

@@ -186,7 +186,8 @@ def _execute(program: Program, limits: Limits, layers: isolation.Layers) -> Resu
 # the judge's code (marshalled, see layers.compiled) and its configuration come on stdin, marshalled
 # together: plain data from the caller, so no file and no json/re import
 JUDGE_BOOT = ("import marshal, sys\ncode, config = marshal.loads(sys.stdin.buffer.read())\n"
-              "namespace = {'__name__': 'bgpo_judge'}\nexec(marshal.loads(code), namespace)\nnamespace['_main'](config)")
+              "namespace = {'__name__': 'bgpo_judge'}\nexec(marshal.loads(code), namespace)\n"
+              "namespace['_main'](config)")
 
 
 def _start_judge(requests_w: int, replies_r: int) -> forkserver.ForkedJudge | subprocess.Popen:
