@@ -407,8 +407,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="model directory (HF dir, SFT output, or step-N checkpoint)")
     parser.add_argument("--label", default=None,
                         help="the records' `checkpoint` field, e.g. warm_start (default: the directory's name)")
-    parser.add_argument("--out", type=Path, default=Path("book/data/small-scale/variance.json"),
-                        help="JSON list of records, updated in place for this label")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="JSON list of records, updated in place for this label "
+                             "(the book's: book/data/small-scale/clean/variance.json)")
     parser.add_argument("--config", default="tiny-sudoku", help="config preset or YAML: task, prompts, sampler")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", help="config override")
     parser.add_argument("--prompts", type=int, default=16, help="prompts per rollout batch")

@@ -105,14 +105,14 @@ class GridSettings:
     base_config: str = "small-sudoku"
     init_from: str | None = str(WARM_START)  # SFT warm start; None: run `bgpo sft` into <out>/sft first
     seeds: int = 3
-    steps: int = 60
+    steps: int = 40
     prompts_per_step: int = 16
     group_size: int = 8
     lr: float = 1e-4  # the pilot against the random control (book/data/small-scale/pilot)
     temperature: float = 1.0
     rollout_steps: int = 20  # sampler steps of the 20-token rollouts: one token per step, as evaluation
     num_test: int = 1024  # held-out pool problems per evaluation (greedy, one token per step)
-    eval_every: int = 20
+    eval_every: int = 10
     n_ts: tuple[int, ...] = NT_SWEEP
     control_nt: int = CONTROL_NT  # n_t of the random-reward control
     arms: tuple[str, ...] = ()  # run only these arm names (empty: every arm of book_arms)
@@ -489,3 +489,50 @@ def main(args: argparse.Namespace) -> int:
     print(table(summary, [f"final_{metric}", f"delta_{metric}"]).to_string(index=False))
     print(f"grid wall time: {time.time() - start:.0f} s -> {args.out}")
     return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# the outcome in words and tables (chapters 04/05 and the landing page)
+# ---------------------------------------------------------------------------------------------
+def arm_label(name: str, arm: dict) -> str:
+    """A reader's name for an arm: ``BGPO n_t=4``, ``d1``, ``random reward (BGPO n_t=4)``."""
+    base = "d1" if arm["objective"] == "d1" else f"{arm['objective'].upper()} $n_t={arm['n_t']}$"
+    return f"random reward ({base})" if arm.get("reward") == "shuffled" else base
+
+
+def mean_se_points(values: list[float]) -> str:
+    """``+1.2 ± 0.3`` in points (×100) from per-seed fractions (± only with two seeds or more)."""
+    mean, se = _mean_se(values)
+    return f"{100 * mean:+.1f}" + (f" ± {100 * se:.1f}" if se is not None else "")
+
+
+def clears(values: list[float], bar: float = 0.02) -> bool:
+    """The book's bar for a gain: above ``bar`` on every seed and a mean more than 2 standard errors above 0."""
+    mean, se = _mean_se(values)
+    return len(values) > 1 and min(values) > bar and se is not None and mean > 2 * se
+
+
+def paired(outcome: dict, a: str, b: str) -> list[float]:
+    """Per-seed difference of final scores, arm ``a`` − arm ``b``, on the seeds both ran (same puzzles)."""
+    fa = dict(zip(outcome["arms"][a]["seeds"], outcome["arms"][a]["final"]))
+    fb = dict(zip(outcome["arms"][b]["seeds"], outcome["arms"][b]["final"]))
+    return [fa[s] - fb[s] for s in sorted(set(fa) & set(fb))]
+
+
+def outcome_table(outcome: dict) -> pd.DataFrame:
+    """Per arm: final score (mean ± SE, %), paired change from the warm start and from the random-reward
+    control (mean ± SE and per seed, points)."""
+    rows = []
+    control = outcome.get("random_control")
+    for name, arm in outcome["arms"].items():
+        mean, se = _mean_se(arm["final"])
+        row = {"arm": arm_label(name, arm), "seeds": len(arm["seeds"]),
+               "final (%)": f"{100 * mean:.1f}" + (f" ± {100 * se:.1f}" if se is not None else ""),
+               "change vs warm start": mean_se_points(arm["delta_vs_warm"]),
+               "per seed": ", ".join(f"{100 * d:+.1f}" for d in arm["delta_vs_warm"])}
+        if control:
+            vs = arm.get("delta_vs_random")
+            row["change vs random reward"] = mean_se_points(vs) if vs else "—"
+            row["per seed "] = ", ".join(f"{100 * d:+.1f}" for d in vs) if vs else "—"
+        rows.append(row)
+    return pd.DataFrame(rows).replace(r"(?<![\w$])-(?=\d)", "−", regex=True)

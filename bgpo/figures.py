@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullLocator
 
 from bgpo.errors import BGPOError
 from bgpo.jsonl import iter_jsonl
@@ -243,6 +244,24 @@ def accuracy_vs_nt(df: pd.DataFrame, y: str = "accuracy", *, group: str | None =
 UNITS = {"MiB": 2.0**-20, "GiB": 2.0**-30, "GB": 1e-9}
 
 
+def _objective_label(name: object) -> str:
+    """``BGPO``, ``ELBO``, ``d1``: the objectives as the text names them."""
+    return "d1" if str(name).lower() == "d1" else str(name).upper()
+
+
+def _nt_ticks(ax: plt.Axes, n_ts: Iterable) -> None:
+    """Ticks on a linear ``n_t`` axis at the measured values only (never 2.5 or 7.5); a value too close to
+    the previous labelled one (1 and 2 on an axis to 32) keeps its tick but not its label."""
+    values = sorted({int(v) for v in n_ts})
+    span, last, labels = max(values[-1] - values[0], 1), None, []
+    for v in values:
+        show = last is None or (v - last) >= span / 12
+        labels.append(str(v) if show else "")
+        last = v if show else last
+    ax.set_xticks(values, labels)
+    ax.xaxis.set_minor_locator(NullLocator())
+
+
 def memory_vs_nt(records: pd.DataFrame | Iterable[Mapping], *, memory: str = "activation_bytes",
                  time: str | None = "seconds", label: str | None = None, unit: str = "MiB",
                  memory_label: str = "activation memory", log_memory: bool = False) -> Figure:
@@ -269,6 +288,7 @@ def memory_vs_nt(records: pd.DataFrame | Iterable[Mapping], *, memory: str = "ac
             style = OBJECTIVE_STYLES.get(str(name).lower(), {"marker": "o"})
             ax.plot(part.index, part.values * scale, label=str(name), color=colors[name], **style)
         ax.set_xlim(left=0)
+        _nt_ticks(ax, df["n_t"])
         if log_memory and col == memory:
             ax.set_yscale("log")
         else:
@@ -354,61 +374,80 @@ def _outcome_arms(outcome: Mapping) -> dict:
 
 
 def paired_deltas(outcome: Mapping, *, scale: float = 100.0, threshold: float | None = 2.0,
-                  ylabel: str = "change from the warm start (points)") -> Figure:
+                  labels: list[str] | None = None, ylabel: str = "change from the warm start (points)") -> Figure:
     """Per arm: each seed's paired change from the warm start (dots) and mean ± 1 SE (bar), in ``scale`` units.
 
-    ``outcome`` is the grid's ``outcome.json``; ``threshold`` (same units) draws the bar an arm must clear.
-    Arms are coloured as :func:`learning_curves` colours them with ``order=list(outcome["arms"])``.
+    ``outcome`` is the grid's ``outcome.json``; ``threshold`` (same units) draws the bar an arm must clear;
+    ``labels`` name the arms on the axis (default: their keys). Arms are coloured as :func:`learning_curves`
+    colours them with ``order`` = the arms (or ``labels``) in this order.
     """
     arms = _outcome_arms(outcome)
-    colors = _colors(arms)  # the colours learning_curves gives the arms in this order
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
-    for i, (name, arm) in enumerate(arms.items()):
+    labels = list(labels) if labels is not None else list(arms)
+    if len(labels) != len(arms):
+        raise BGPOError(f"paired_deltas: {len(labels)} labels for {len(arms)} arms")
+    colors = _colors(labels)  # the colours learning_curves gives the arms in this order
+    fig, ax = plt.subplots()
+    for i, (label, arm) in enumerate(zip(labels, arms.values())):
         deltas = pd.Series(arm["delta_vs_warm"], dtype=float) * scale
-        color = colors[name]
+        color = colors[label]
         mean, se = _mean_se(deltas)
         ax.errorbar([i], [mean], yerr=[se], fmt="_", ms=18, mew=2, capsize=5, color=color, zorder=3)
         ax.scatter(np.full(len(deltas), i) + np.linspace(-0.12, 0.12, len(deltas)), deltas, s=18,
                    facecolors="white", edgecolors=color, zorder=4)
     ax.axhline(0.0, color="k", lw=0.8)
     if threshold is not None:
-        ax.axhline(threshold, color="grey", ls="--", lw=1, label=f"+{threshold:g}")
-        ax.legend(loc="best")
-    ax.set_xticks(range(len(arms)), list(arms))
+        ax.axhline(threshold, color="grey", ls="--", lw=1, label=f"bar: {threshold:+g} points")
+        ax.legend(loc="upper right")
+    ax.set_xticks(range(len(arms)), labels, rotation=20, ha="right")
     ax.set_xlim(-0.6, len(arms) - 0.4)
     ax.set_ylabel(ylabel)
+    fig.tight_layout()
     return fig
 
 
 def delta_vs_nt(outcome: Mapping, *, scale: float = 100.0,
                 ylabel: str = "change from the warm start (points)") -> Figure:
-    """Mean ± 1 SE paired change from the warm start vs ``n_t``: BGPO as a line, ELBO as points, d1 as a band."""
+    """Mean ± 1 SE paired change from the warm start vs ``n_t``, one point per arm.
+
+    BGPO (verified reward) as a line, ELBO as points, d1 (no ``n_t``) as a dashed line with its ± 1 SE band,
+    and an arm trained on shuffled rewards (``reward: shuffled``, the random-reward control) as a hollow grey
+    point at its ``n_t``. Ticks only at the ``n_t`` values run.
+    """
     arms = _outcome_arms(outcome)
-    fig, ax = plt.subplots()
+    fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, 4.0))
     rows = []
     for name, arm in arms.items():
         mean, se = _mean_se(pd.Series(arm["delta_vs_warm"], dtype=float) * scale)
         rows.append({"arm": name, "objective": str(arm["objective"]).lower(), "n_t": int(arm["n_t"]),
-                     "mean": mean, "se": se})
+                     "control": arm.get("reward") == "shuffled", "mean": mean, "se": se})
     stats = pd.DataFrame(rows)
-    for objective, part in stats.groupby("objective", sort=False):
+    for (objective, control), part in stats.groupby(["objective", "control"], sort=False):
         color = OBJECTIVE_COLORS.get(objective, "#000000")
         part = part.sort_values("n_t")
+        if control:  # everything as the arm at its n_t but the link between completion and reward
+            ax.errorbar(part["n_t"].to_numpy(float) * 1.08, part["mean"], yerr=part["se"], fmt="D", ms=7,
+                        mfc="white", mew=1.5, capsize=3, color="#555555", zorder=3,
+                        label=f"random reward ({_objective_label(objective)}, "
+                              f"$n_t={', '.join(str(n) for n in part['n_t'])}$)")
+            continue
         if objective == "d1":  # no Monte Carlo masks: a band across the axis
             m, s = part["mean"].iloc[0], part["se"].iloc[0]
             ax.axhspan(m - s, m + s, color=color, alpha=0.15)
-            ax.axhline(m, color=color, ls="--", lw=1.3, label="d1 (one step, no $n_t$)")
+            ax.axhline(m, color=color, ls="--", lw=1.3, label="d1 (no $n_t$)")
             continue
         style = {k: v for k, v in OBJECTIVE_STYLES.get(objective, {}).items() if k in ("marker", "ms")}
         ax.errorbar(part["n_t"].to_numpy(float), part["mean"], yerr=part["se"], capsize=3, color=color,
-                    ls="-" if len(part) > 1 else "none", label=objective.upper(), **style)
+                    ls="-" if len(part) > 1 else "none", label=_objective_label(objective), zorder=4, **style)
     ax.axhline(0.0, color="k", lw=0.8)
     values = sorted(stats.loc[stats["objective"] != "d1", "n_t"].unique())
     ax.set_xscale("log", base=2)
     ax.set_xticks(values, [str(v) for v in values])
+    ax.xaxis.set_minor_locator(NullLocator())
+    if values:
+        ax.set_xlim(values[0] / 1.5, values[-1] * 1.5)
     ax.set_xlabel("MC samples per response $n_t$")
     ax.set_ylabel(ylabel)
-    ax.legend()
+    ax.legend(loc="best")
     return fig
 
 
@@ -424,17 +463,18 @@ def gradient_noise(records: pd.DataFrame | Iterable[Mapping]) -> Figure:
     require_columns(df, ["objective", "n_t", "mask_var", "rollout_var", "total_var", "checkpoint"],
                     "gradient noise records")
     checkpoints = list(dict.fromkeys(df["checkpoint"]))
-    fig, axes = plt.subplots(1, len(checkpoints), figsize=(4.6 * len(checkpoints), 3.6), squeeze=False,
-                             sharey=True)
+    fig, axes = plt.subplots(1, len(checkpoints), figsize=(COLUMN_WIDTH_IN, 3.4 if len(checkpoints) > 1 else 4.0),
+                             squeeze=False, sharey=True)
     for ax, checkpoint in zip(axes[0], checkpoints):
         part = df[df["checkpoint"] == checkpoint]
         for objective, rows in part.groupby("objective", sort=False):
             rows = rows.sort_values("n_t")
             color = OBJECTIVE_COLORS.get(str(objective).lower(), "#000000")
             style = {k: v for k, v in OBJECTIVE_STYLES.get(str(objective).lower(), {}).items() if k in ("marker",)}
-            ax.plot(rows["n_t"], rows["total_var"], color=color, label=f"{objective}: total", **style)
+            name = _objective_label(objective)
+            ax.plot(rows["n_t"], rows["total_var"], color=color, label=f"{name}: total", **style)
             ax.plot(rows["n_t"], rows["mask_var"].clip(lower=np.finfo(float).tiny), color=color, ls=":",
-                    label=f"{objective}: mask part")
+                    label=f"{name}: mask part")
         upper = part[part["n_t"] >= part["n_t"].median()]  # the least noisy estimates of the floor
         floor = float(upper["rollout_var"].mean())
         if floor > 0:
@@ -443,11 +483,20 @@ def gradient_noise(records: pd.DataFrame | Iterable[Mapping]) -> Figure:
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xticks(values, [str(int(v)) for v in values])
-        ax.set_xlabel("MC samples per response $n_t$")
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xlabel("MC samples $n_t$")
         ax.set_title(str(checkpoint), loc="left")
     axes[0, 0].set_ylabel(r"gradient variance $E\|g - Eg\|^2$")
-    axes[0, -1].legend()
-    fig.tight_layout()
+    handles = {}  # label -> the first line drawn with it, over all panels
+    for ax in axes[0]:
+        for handle, text in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(text, handle)
+    if len(checkpoints) > 1:  # one legend for all panels, below them, so no panel's lines hide under it
+        fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(len(handles), 3))
+        fig.tight_layout(rect=(0, 0.06 * ((len(handles) + 2) // 3) + 0.02, 1, 1))
+    else:
+        axes[0, 0].legend(handles.values(), handles.keys())
+        fig.tight_layout()
     return fig
 
 

@@ -59,4 +59,4 @@ def test_the_logged_policy_shift_moves_toward_positive_advantages(tmp_path, monk
     run(tmp_path, "bgpo")
     rows = [json.loads(line) for line in (tmp_path / "bgpo-verified" / "metrics.jsonl").read_text().splitlines()]
     moved = [r["shift_adv"] for r in rows if r["zero_adv_groups"] < 1]
-    assert moved and mean(moved) > 0 and all(r["loss"] == 0.0 for r in rows)
+    assert moved and mean(moved) > 0 and all(abs(r["loss"]) < 1e-5 and r["ratio"] == pytest.approx(1.0) for r in rows)

@@ -121,3 +121,21 @@ def test_trained_prompts_are_what_the_warm_start_saw(tmp_path):
     task = get_task("sudoku", style="compact")
     assert trained_prompts(str(tmp_path)) == {prompt_key(task, e) for e in make_data(cfg, cfg.rl())[0]}
     assert trained_prompts(str(tmp_path / "nowhere")) == frozenset()
+
+
+def test_rl_never_trains_on_a_puzzle_the_warm_start_saw(tmp_path, monkeypatch):
+    """Even when the RL seed stream repeats the SFT's (forced here), every SFT puzzle leaves the RL split."""
+    import bgpo.data
+    from bgpo.config import load_config
+    from bgpo.data import prompt_key
+    from bgpo.sft import trained_prompts
+    from bgpo.train import training_prompts
+
+    cfg = tiny_cfg(steps=1, num_train=60, num_test=4, eval_every=1)
+    train_sft(cfg, tmp_path)
+    monkeypatch.setattr(bgpo.data, "RL_DATA_SEED", 0)  # RL seed 0 now draws the SFT's own puzzles first
+    rl = load_config("tiny-sudoku", [f"model.init_from={tmp_path}", "data.num_train=100", "trainer.seed=0"])
+    task = get_task("sudoku", style="compact")
+    kept = {prompt_key(task, e) for e in training_prompts(rl)}
+    seen = trained_prompts(str(tmp_path))
+    assert kept and not kept & seen and len(kept) <= 100 - len(seen)
