@@ -714,3 +714,18 @@ if __name__ == "__main__":
     except BGPOError as err:
         print(f"make book: error: {err}", file=sys.stderr)
         sys.exit(2)
+
+
+def doctor_report(root: Path | None = None):
+    """The newest committed ``bgpo doctor`` report as a notebook display: where it comes from, then its summary
+    (one line per criterion: status, measured figure, threshold). A GPU report when one is committed
+    (``book/data/gpu-*/doctor.json``), else the CPU-size one."""
+    from IPython.display import Markdown
+
+    from bgpo.doctor import newest_report, summary_frame
+
+    report = newest_report(root or repo_root())
+    where = report["provenance"]
+    head = (f"From `book/data/{where['path']}` ({where['readme']}); `bgpo doctor --gpu --out FILE` on a GPU node "
+            f"writes the same report there.\n\n")
+    return Markdown(head + markdown_table(display_table(summary_frame(report))))

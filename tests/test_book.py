@@ -579,3 +579,11 @@ def test_markdown_tables_have_one_header_row_and_keep_row_labels():
     df = pd.DataFrame({"BGPO": [34.9, 36.94]}, index=pd.Index([1, 16], name="$n_t$"))
     text = book.markdown(df, default="{:.1f}").data
     assert text.splitlines()[:4] == ["| $n_t$ | BGPO |", "|:--------|:--------|", "| 1 | 34.9 |", "| 16 | 36.9 |"]
+
+
+def test_the_doctor_report_shown_in_chapters_03_and_06_names_its_source():
+    from bgpo.book import doctor_report, repo_root
+
+    text = doctor_report(repo_root()).data
+    assert "book/data/" in text and "doctor.json" in text and "packed attention" in text
+    assert "/work/" not in text and "/tmp/" not in text
