@@ -22,6 +22,7 @@ are imported in each judge, never in the server. Where this cannot work (no
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import marshal
 import os
@@ -163,6 +164,18 @@ class _Server:
 
 _server: _Server | None = None
 _server_lock = threading.Lock()
+
+
+@atexit.register
+def _stop() -> None:
+    """At the caller's exit: the server reads EOF and exits, and the reader reaps it."""
+    server = _server
+    if server is not None and not server.dead and server.pid == os.getpid():
+        try:
+            server.socket.shutdown(socket.SHUT_RDWR)
+            server.proc.wait(timeout=2)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
 
 
 def server() -> _Server:
