@@ -205,6 +205,32 @@ def test_delta_vs_nt_line_for_bgpo_and_band_for_d1():
     plt.close(fig)
 
 
+
+def test_delta_vs_nt_random_control_is_its_own_point_and_ticks_are_the_n_t_run():
+    outcome = _outcome()
+    outcome["arms"]["bgpo-nt4-random"] = {"objective": "bgpo", "n_t": 4, "reward": "shuffled", "seeds": [0, 1],
+                                          "final": [0.7, 0.72], "delta_vs_warm": [-0.06, -0.04]}
+    fig = figures.delta_vs_nt(outcome)
+    ax = fig.axes[0]
+    labels = ax.get_legend_handles_labels()[1]
+    assert "BGPO" in labels and any(label.startswith("random reward") for label in labels)
+    bgpo = next(c for c in ax.containers if c.get_label() == "BGPO")
+    assert list(bgpo.lines[0].get_xdata()) == [1, 16]  # the control is not joined to BGPO's line
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "4", "16"] and not ax.xaxis.get_minorticklocs().size
+    assert fig.get_figwidth() <= figures.COLUMN_WIDTH_IN
+    plt.close(fig)
+
+
+def test_nt_ticks_only_at_measured_values():
+    rows = [{"objective": o, "n_t": n, "activation_bytes": 2**20 * n, "seconds": 1.0}
+            for o in ("bgpo", "elbo") for n in (1, 2, 4, 8, 16, 32)]
+    fig = figures.memory_vs_nt(rows)
+    for ax in fig.axes:
+        assert list(ax.get_xticks()) == [1, 2, 4, 8, 16, 32]
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "", "4", "8", "16", "32"]  # 2 would touch 1
+    assert fig.get_figwidth() <= figures.COLUMN_WIDTH_IN
+    plt.close(fig)
+
 def test_gradient_noise_panels_per_checkpoint_and_the_rollout_floor():
     rows = [{"checkpoint": c, "objective": o, "n_t": n, "mask_var": 8.0 / n, "rollout_var": 2.0,
              "total_var": 2.0 + 8.0 / n} for c in ("warm_start", "end") for o in ("bgpo", "elbo") for n in (1, 4, 16)]
@@ -212,6 +238,8 @@ def test_gradient_noise_panels_per_checkpoint_and_the_rollout_floor():
     assert len(fig.axes) == 2 and [ax.get_title(loc="left") for ax in fig.axes] == ["warm_start", "end"]
     floor = [line for line in fig.axes[0].get_lines() if line.get_label() == "rollout/prompt floor"]
     assert len(floor) == 1 and floor[0].get_ydata()[0] == pytest.approx(2.0)
+    assert fig.get_figwidth() <= figures.COLUMN_WIDTH_IN and len(fig.legends) == 1  # one legend, below the panels
+    assert {"BGPO: total", "ELBO: mask part", "rollout/prompt floor"} <= {t.get_text() for t in fig.legends[0].texts}
     rows = [dict(r, rollout_var=-1.0) for r in rows]  # an unbiased estimate below 0: no floor on a log axis
     fig2 = figures.gradient_noise(pd.DataFrame(rows))
     assert not [line for line in fig2.axes[0].get_lines() if line.get_label() == "rollout/prompt floor"]
