@@ -305,7 +305,10 @@ def execute_notebook(path: Path, parameters: dict | None = None) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / path.name
         _papermill(path, out, path.parent, parameters, path.name, path.with_suffix(".failed.ipynb"))
-        shutil.copy(out, path)
+        executed = nbformat.read(out, as_version=4)
+        # papermill records where it read and wrote: machine paths that must not be committed
+        executed.metadata.get("papermill", {}).update(input_path=path.name, output_path=path.name)
+        nbformat.write(executed, path)
     return time.perf_counter() - start
 
 

@@ -587,3 +587,13 @@ def test_the_doctor_report_shown_in_chapters_03_and_06_names_its_source():
     text = doctor_report(repo_root()).data
     assert "book/data/" in text and "doctor.json" in text and "packed attention" in text
     assert "/work/" not in text and "/tmp/" not in text
+
+
+def test_no_committed_notebook_names_a_machine_path():
+    """Outputs and papermill's metadata alike: paths are relative to the repository."""
+    import re
+
+    from bgpo.book import repo_root
+
+    for path in sorted((repo_root() / "notebooks").glob("*.ipynb")):
+        assert re.findall(r"(?<![\w.~-])/(?:tmp|work|root|home)/[\w.~-]", path.read_text()) == [], path.name
