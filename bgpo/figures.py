@@ -286,7 +286,7 @@ def memory_vs_nt(records: pd.DataFrame | Iterable[Mapping], *, memory: str = "ac
         for name, part in df.groupby("objective", sort=False):
             part = part.groupby("n_t")[col].mean().sort_index()
             style = OBJECTIVE_STYLES.get(str(name).lower(), {"marker": "o"})
-            ax.plot(part.index, part.values * scale, label=str(name), color=colors[name], **style)
+            ax.plot(part.index, part.values * scale, label=_objective_label(name), color=colors[name], **style)
         ax.set_xlim(left=0)
         _nt_ticks(ax, df["n_t"])
         if log_memory and col == memory:
@@ -447,7 +447,9 @@ def delta_vs_nt(outcome: Mapping, *, scale: float = 100.0,
         ax.set_xlim(values[0] / 1.5, values[-1] * 1.5)
     ax.set_xlabel("MC samples per response $n_t$")
     ax.set_ylabel(ylabel)
-    ax.legend(loc="best")
+    handles, labels = ax.get_legend_handles_labels()  # below the axes: no point hides under it
+    fig.legend(handles, labels, loc="lower center", ncol=2)
+    fig.tight_layout(rect=(0, 0.06 * ((len(labels) + 1) // 2) + 0.02, 1, 1))
     return fig
 
 

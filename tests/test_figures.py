@@ -212,7 +212,7 @@ def test_delta_vs_nt_random_control_is_its_own_point_and_ticks_are_the_n_t_run()
                                           "final": [0.7, 0.72], "delta_vs_warm": [-0.06, -0.04]}
     fig = figures.delta_vs_nt(outcome)
     ax = fig.axes[0]
-    labels = ax.get_legend_handles_labels()[1]
+    labels = [t.get_text() for t in fig.legends[0].texts]  # one legend, below the axes
     assert "BGPO" in labels and any(label.startswith("random reward") for label in labels)
     bgpo = next(c for c in ax.containers if c.get_label() == "BGPO")
     assert list(bgpo.lines[0].get_xdata()) == [1, 16]  # the control is not joined to BGPO's line
