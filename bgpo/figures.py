@@ -397,7 +397,7 @@ def paired_deltas(outcome: Mapping, *, scale: float = 100.0, threshold: float | 
     ax.axhline(0.0, color="k", lw=0.8)
     if threshold is not None:
         ax.axhline(threshold, color="grey", ls="--", lw=1, label=f"bar: {threshold:+g} points")
-        ax.legend(loc="upper right")
+        ax.legend(loc="lower left")  # gains sit above the bar, the control's losses to the right
     ax.set_xticks(range(len(arms)), labels, rotation=20, ha="right")
     ax.set_xlim(-0.6, len(arms) - 0.4)
     ax.set_ylabel(ylabel)
