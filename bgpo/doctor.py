@@ -213,9 +213,11 @@ def environment(c: Check, ctx: Context) -> None:
     c.judge("varlen_attn importable", varlen_ok, f"torch {torch.__version__}", "torch >= 2.10")
     c.judge("torchao present (bf16 optimisers)", f["torchao"] is not None, f["torchao"] or "missing", "installed")
     c.note("flash-attn (optional)", INFO, f["flash-attn"] or "not installed", "optional")
+    from bgpo.experiment import relative  # the report names no machine path
+
     need = ctx.sizes.min_free_gb or _run_disk_gb()
     free = shutil.disk_usage(ctx.work).free / 1e9
-    f.update(free_disk_gb=round(free, 1), disk_path=str(ctx.work.resolve()))
+    f.update(free_disk_gb=round(free, 1), disk_path=str(relative(ctx.work)))
     c.judge("free disk for checkpoints", free >= need, f"{free:.0f} GB", f">= {need:.0f} GB")
 
 

@@ -529,10 +529,10 @@ def outcome_table(outcome: dict) -> pd.DataFrame:
         row = {"arm": arm_label(name, arm), "seeds": len(arm["seeds"]),
                "final (%)": f"{100 * mean:.1f}" + (f" ± {100 * se:.1f}" if se is not None else ""),
                "change vs warm start": mean_se_points(arm["delta_vs_warm"]),
-               "per seed": ", ".join(f"{100 * d:+.1f}" for d in arm["delta_vs_warm"])}
+               "per seed (vs warm start)": ", ".join(f"{100 * d:+.1f}" for d in arm["delta_vs_warm"])}
         if control:
             vs = arm.get("delta_vs_random")
             row["change vs random reward"] = mean_se_points(vs) if vs else "—"
-            row["per seed "] = ", ".join(f"{100 * d:+.1f}" for d in vs) if vs else "—"
+            row["per seed (vs control)"] = ", ".join(f"{100 * d:+.1f}" for d in vs) if vs else "—"
         rows.append(row)
     return pd.DataFrame(rows).replace(r"(?<![\w$])-(?=\d)", "−", regex=True)
