@@ -90,6 +90,17 @@ class RolloutConfig:
                             choices=("low_confidence", "random"))
     batch_size: int | None = _field(None, "sequences per sampler call per process (empty = all at once)",
                                     lo=1, hi=1 << 20, nullable=True)
+    cache: str = _field("none", "sampler KV cache (bgpo.diffusion.generate): none (whole sequence every step, "
+                        "exact) | prefix (block + masked suffix per step, prefix cached) | dual (block only)",
+                        choices=("none", "prefix", "dual"))
+    horizon: int | None = _field(None, "with cache prefix: masked suffix positions computed per step (empty = "
+                                 "all of them; the rest read from the cache)", lo=0, hi=1 << 20, nullable=True)
+    refresh: int | None = _field(None, "with a cache: also refill it every k steps of a block (empty = only at "
+                                 "each block start)", lo=1, hi=1 << 20, nullable=True)
+    eos_exit: bool = _field(False, "a sequence whose finished block ends in EOS stops: the rest becomes EOS and it "
+                            "leaves the sampler's batch")
+    sort_by_length: bool = _field(False, "build sampler calls from prompts sorted by length (less padding when "
+                                  "batch_size splits a step's prompts into several calls)")
     reward: str = _field("verified", "'verified' (the task's reward) | 'shuffled' (a random-reward control: the "
                          "verified rewards permuted within each group, so advantages keep their values but "
                          "lose their link to the completions)", choices=("verified", "shuffled"))
@@ -234,6 +245,12 @@ def _check_consistency(cfg: Config) -> None:
     if r.steps % n_blocks:
         raise BGPOError(f"rollout.steps ({r.steps}) must be a multiple of the number of blocks"
                         f" gen_length/block_length = {n_blocks}")
+    if r.horizon is not None and r.cache != "prefix":
+        raise BGPOError(f"rollout.horizon ({r.horizon}) applies to rollout.cache=prefix only (cache is {r.cache!r}); "
+                        f"set cache: prefix or leave horizon empty")
+    if r.refresh is not None and r.cache == "none":
+        raise BGPOError(f"rollout.refresh ({r.refresh}) refills a sampler cache: set rollout.cache to prefix or dual,"
+                        f" or leave refresh empty")
     eval_steps = t.eval_steps or r.gen_length
     if eval_steps % n_blocks:
         raise BGPOError(f"trainer.eval_steps ({eval_steps}) must be a multiple of the number of blocks {n_blocks}")

@@ -14,11 +14,15 @@ numbers), so the difference ``l_j(theta) - l_j(theta_old)`` has low variance.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from bgpo.errors import BGPOError
+from bgpo.model import KVCache
 
 
 def model_config(model: torch.nn.Module) -> object:
@@ -197,36 +201,162 @@ def _gumbel_argmax(logits: Tensor, temperature: float, generator: torch.Generato
     return g.mul_(temperature).add_(logits).argmax(-1)
 
 
-@torch.no_grad()
-def generate(
-    model: torch.nn.Module, prompt_ids: Tensor, prompt_attention_mask: Tensor | None = None, *,
-    gen_length: int, steps: int, block_length: int = 32, temperature: float = 0.0,
-    remasking: str = "low_confidence", mask_id: int | None = None, eos_id: int | None = None,
-    generator: torch.Generator | int | None = None,
-) -> Tensor:
-    """LLaDA's semi-autoregressive sampler: ``(B, P)`` left-padded prompts -> ``(B, P + gen_length)``.
+CACHE_MODES = ("none", "prefix", "dual")
 
-    The response starts all-mask and is split into blocks of ``block_length``; each block gets
-    ``steps / n_blocks`` denoising steps. A step runs the model on the whole sequence but takes the
-    logits of the K still-masked positions of the current block only (``logits_positions``: (K, V),
-    not (B, T, V)), samples ``x0 = argmax(logits + temperature * Gumbel)`` there in float64 (greedy
-    at 0), and commits the masked positions with the highest confidence (``low_confidence``:
-    probability of the sampled token; ``random``: uniform scores), ``k`` per step spread evenly over
-    the block's steps. Masks still left at the end (none, by construction) would become EOS.
 
-    ``generator``: an int seed draws the noise from :func:`device_generator` on the prompts' device
-    (what a GPU run wants: a CPU generator's (K, V) float64 noise crosses the bus at every step); a
-    ``torch.Generator`` is used where it lives; None uses the global stream.
+@dataclass
+class SamplerStats:
+    """The work of one or more sampler calls, counted: token positions run through the model (padding
+    included, since the model computes it), model calls (``full`` of them over the whole sequence) and
+    response tokens produced. ``positions / tokens`` is the sampler's cost per generated token."""
+
+    positions: int = 0
+    calls: int = 0
+    full: int = 0
+    tokens: int = 0
+
+    @property
+    def per_token(self) -> float:
+        return self.positions / max(self.tokens, 1)
+
+
+@dataclass
+class StepView:
+    """What one denoising step sees, handed to ``generate(trace=...)`` before the step commits.
+
+    ``logits`` (K, V) float64 are the ones the step uses (cached or full), at ``wanted``'s positions of
+    ``x`` (B, T); ``age`` counts steps since the cache was last refreshed (0 = a full forward);
+    ``generator`` is the noise stream the commit is about to draw from (clone its state to replay it).
     """
-    mask_id = _mask_id(model, mask_id)
-    eos_id = eos_id if eos_id is not None else getattr(model_config(model), "eos_token_id", None)
-    if eos_id is None:
-        raise BGPOError("no EOS id: pass eos_id= or use a model whose config sets eos_token_id")
+
+    block: int
+    step: int
+    age: int
+    x: Tensor
+    attention: Tensor
+    wanted: Tensor
+    logits: Tensor
+    n_commit: Tensor  # (B,) tokens this step commits per sequence
+    generator: torch.Generator | None
+
+
+def cache_window(cache: str, start: int, end: int, length: int, horizon: int | None) -> slice:
+    """Positions a cached step runs through the model while the current block is ``[start, end)``.
+
+    ``dual``: the block only (prefix and masked suffix both from the cache, Fast-dLLM's DualCache).
+    ``prefix``: the block and the masked suffix after it (the prefix from the cache), or only the first
+    ``horizon`` suffix positions, the rest of the suffix then read from the cache too (``horizon=0`` is
+    ``dual``; ``None`` is Fast-dLLM's prefix cache).
+    """
+    if cache == "dual":
+        return slice(start, end)
+    return slice(start, length if horizon is None else min(length, end + horizon))
+
+
+def sampler_positions(prompt_len: int, gen_length: int, steps: int, block_length: int, cache: str = "none",
+                      horizon: int | None = None, refresh: int | None = None) -> int:
+    """Token positions one sequence sends through the model in :func:`generate` (no early exit).
+
+    Each block of ``S = steps / n_blocks`` steps: its full-sequence forwards (all ``S`` of them without a
+    cache; the block start and every ``refresh``-th step with one) cost ``T = prompt_len + gen_length``
+    positions, each other step the length of its :func:`cache_window`. The sampler counts the same sum
+    as it runs (``SamplerStats``); this closed form is what `bgpo plan` prices.
+    """
+    check_sampler(gen_length, steps, block_length, cache, horizon, refresh)
+    T, n_blocks = prompt_len + gen_length, gen_length // block_length
+    per_block = steps // n_blocks
+    total = 0
+    for b in range(n_blocks):
+        start = prompt_len + b * block_length
+        w = cache_window(cache, start, start + block_length, T, horizon)
+        for i in range(per_block):
+            total += T if _full_step(cache, i, refresh) else w.stop - w.start
+    return total
+
+
+def _full_step(cache: str, i: int, refresh: int | None) -> bool:
+    """Does step ``i`` of a block run the whole sequence (and refill the cache)?"""
+    return cache == "none" or i == 0 or (refresh is not None and i % refresh == 0)
+
+
+def check_sampler(gen_length: int, steps: int, block_length: int, cache: str = "none",
+                  horizon: int | None = None, refresh: int | None = None) -> None:
+    """One-line errors for sampler settings that cannot work, naming what to change."""
     if gen_length < 1 or block_length < 1 or gen_length % block_length:
         raise BGPOError(f"gen_length ({gen_length}) must be a positive multiple of block_length ({block_length})")
     n_blocks = gen_length // block_length
     if steps < n_blocks or steps % n_blocks:
         raise BGPOError(f"steps ({steps}) must be a positive multiple of the number of blocks ({n_blocks})")
+    if cache not in CACHE_MODES:
+        raise BGPOError(f"sampler cache must be one of {', '.join(CACHE_MODES)}; got {cache!r}")
+    if horizon is not None and (cache != "prefix" or isinstance(horizon, bool) or horizon < 0):
+        raise BGPOError(f"horizon={horizon!r} is the number of suffix positions a 'prefix' cache computes: a "
+                        f"non-negative integer with cache 'prefix' (cache is {cache!r}), or empty")
+    if refresh is not None and (cache == "none" or isinstance(refresh, bool) or refresh < 1):
+        raise BGPOError(f"refresh={refresh!r} (refill the cache every k steps) needs a positive integer and a "
+                        f"cache ('prefix' or 'dual'; cache is {cache!r}), or empty")
+
+
+def denoise_step(logits: Tensor, block: Tensor, n_commit: Tensor, *, mask_id: int, temperature: float,
+                 remasking: str, generator: torch.Generator | None) -> Tensor:
+    """One LLaDA step on the current block: ``(K, V)`` logits of its K masked positions -> the new block.
+
+    ``x0 = argmax(logits + temperature * Gumbel)`` at every masked position (greedy at 0); the
+    ``n_commit[b]`` masked positions of sequence ``b`` with the highest confidence (``low_confidence``:
+    the probability of x0; ``random``: uniform scores) take their x0, the others stay masked.
+    """
+    masked = block == mask_id  # (B, block)
+    x0 = _gumbel_argmax(logits, temperature, generator) if temperature > 0 else logits.argmax(-1)  # (K,)
+    if remasking == "low_confidence":
+        scores = torch.softmax(logits, -1).gather(-1, x0[:, None]).squeeze(-1)  # (K,) p(x0)
+    else:
+        scores = uniform_noise(tuple(x0.shape), generator, logits.device, torch.float64)
+    confidence = torch.full(masked.shape, -torch.inf, dtype=torch.float64, device=block.device)
+    confidence[masked] = scores.to(block.device)  # (B, block), -inf where already committed
+    proposal = block.clone()
+    proposal[masked] = x0.to(block.device)
+    rank = confidence.argsort(-1, descending=True).argsort(-1)  # (B, block)
+    return torch.where((rank < n_commit[:, None]) & masked, proposal, block)
+
+
+@torch.no_grad()
+def generate(
+    model: torch.nn.Module, prompt_ids: Tensor, prompt_attention_mask: Tensor | None = None, *,
+    gen_length: int, steps: int, block_length: int = 32, temperature: float = 0.0,
+    remasking: str = "low_confidence", mask_id: int | None = None, eos_id: int | None = None,
+    generator: torch.Generator | int | None = None, cache: str = "none", horizon: int | None = None,
+    refresh: int | None = None, eos_exit: bool = False, stats: SamplerStats | None = None,
+    trace: Callable[[StepView], None] | None = None,
+) -> Tensor:
+    """LLaDA's semi-autoregressive sampler: ``(B, P)`` left-padded prompts -> ``(B, P + gen_length)``.
+
+    The response starts all-mask and is split into blocks of ``block_length``; each block gets
+    ``steps / n_blocks`` denoising steps with a fixed schedule: ``k`` tokens per step spread evenly
+    (:func:`denoise_step`). A step takes the logits of the current block's still-masked positions
+    only (``logits_positions``: (K, V), not (B, T, V)). Masks left at the end (none, by construction)
+    would become EOS.
+
+    ``cache`` (Fast-dLLM's block-wise approximate KV cache): ``none`` runs the whole sequence at every
+    step (exact). ``prefix``/``dual`` run it at each block start (and every ``refresh`` steps), keeping
+    every layer's keys/values; the other steps run only :func:`cache_window` (block + suffix or
+    ``horizon`` of it; block only) against the cached keys/values of the rest, which are stale by the
+    tokens committed since the refresh. ``refresh=1`` is exact again (the gate test).
+
+    ``eos_exit``: after a block, a sequence whose block ended in EOS is finished: the rest of its
+    response becomes EOS and it leaves the batch (the naive sampler would have denoised those blocks
+    and could have put tokens after the EOS). The remaining sequences draw different noise from then
+    on (fewer rows), so this changes rollouts beyond the finished ones too, in distribution not at all.
+
+    ``generator``: an int seed draws the noise from :func:`device_generator` on the prompts' device
+    (what a GPU run wants: a CPU generator's (K, V) float64 noise crosses the bus at every step); a
+    ``torch.Generator`` is used where it lives; None uses the global stream. ``stats`` accumulates the
+    work done (:class:`SamplerStats`); ``trace`` sees every step before it commits (:class:`StepView`).
+    """
+    mask_id = _mask_id(model, mask_id)
+    eos_id = eos_id if eos_id is not None else getattr(model_config(model), "eos_token_id", None)
+    if eos_id is None:
+        raise BGPOError("no EOS id: pass eos_id= or use a model whose config sets eos_token_id")
+    check_sampler(gen_length, steps, block_length, cache, horizon, refresh)
     if remasking not in ("low_confidence", "random"):
         raise BGPOError(f"remasking must be 'low_confidence' or 'random', got {remasking!r}")
     if (prompt_ids == mask_id).any():
@@ -240,27 +370,43 @@ def generate(
     x = torch.cat([prompt_ids, torch.full((B, gen_length), mask_id, dtype=prompt_ids.dtype, device=device)], 1)
     attention = torch.cat([prompt_attention_mask, torch.ones((B, gen_length), dtype=prompt_attention_mask.dtype,
                                                              device=device)], 1)  # (B, P + L)
+    T, n_blocks = P + gen_length, gen_length // block_length
     steps_per_block = steps // n_blocks
+    rows = torch.arange(B, device=device)  # the sequences still being denoised
+    kv = KVCache() if cache != "none" else None
     for b in range(n_blocks):
         start, end = P + b * block_length, P + (b + 1) * block_length
-        schedule = _transfer_schedule((x[:, start:end] == mask_id).sum(-1), steps_per_block)  # (B, steps)
+        if eos_exit and b > 0:
+            done = x[rows, start - 1] == eos_id  # the finished block ended the response
+            x[rows[done], start:] = eos_id
+            rows = rows[~done]
+            if len(rows) == 0:
+                break
+        xa, att = (x, attention) if len(rows) == B else (x[rows], attention[rows])  # (b, T)
+        schedule = _transfer_schedule((xa[:, start:end] == mask_id).sum(-1), steps_per_block)  # (b, steps)
+        window = cache_window(cache, start, end, T, horizon)
+        age = 0
         for i in range(steps_per_block):
-            block = x[:, start:end]  # (B, block)
-            masked = block == mask_id
-            wanted = torch.zeros_like(x, dtype=torch.bool)
-            wanted[:, start:end] = masked  # (B, T): only the current block's masks can be committed
-            logits = model(x, attention_mask=attention, logits_positions=wanted).logits.to(torch.float64)  # (K, V)
-            logits[:, mask_id] = -torch.inf  # never "unmask" to the mask token (a tiny model might)
-            x0 = _gumbel_argmax(logits, temperature, generator) if temperature > 0 else logits.argmax(-1)  # (K,)
-            if remasking == "low_confidence":
-                scores = torch.softmax(logits, -1).gather(-1, x0[:, None]).squeeze(-1)  # (K,) p(x0)
+            wanted = torch.zeros_like(xa, dtype=torch.bool)
+            wanted[:, start:end] = xa[:, start:end] == mask_id  # (b, T): only the current block's masks
+            if _full_step(cache, i, refresh):
+                logits = model(xa, attention_mask=att, logits_positions=wanted, kv_cache=kv).logits  # (K, V)
+                age, width = 0, T
             else:
-                scores = uniform_noise(tuple(x0.shape), generator, device, torch.float64)
-            confidence = torch.full(masked.shape, -torch.inf, dtype=torch.float64, device=device)
-            confidence[masked] = scores  # (B, block), -inf where already committed
-            proposal = block.clone()
-            proposal[masked] = x0
-            rank = confidence.argsort(-1, descending=True).argsort(-1)  # (B, block)
-            commit = (rank < schedule[:, i:i + 1]) & masked
-            x[:, start:end] = torch.where(commit, proposal, block)
+                logits = model(xa[:, window], kv_cache=kv, window=window, logits_positions=wanted[:, window]).logits
+                age, width = age + 1, window.stop - window.start
+            if stats is not None:
+                stats.positions += len(xa) * width
+                stats.calls += 1
+                stats.full += width == T
+            logits = logits.to(torch.float64)
+            logits[:, mask_id] = -torch.inf  # never "unmask" to the mask token (a tiny model might)
+            if trace is not None:
+                trace(StepView(b, i, age, xa, att, wanted, logits, schedule[:, i], generator))
+            xa[:, start:end] = denoise_step(logits, xa[:, start:end], schedule[:, i], mask_id=mask_id,
+                                            temperature=temperature, remasking=remasking, generator=generator)
+        if xa is not x:
+            x[rows] = xa
+    if stats is not None:
+        stats.tokens += B * gen_length
     return x.masked_fill(x == mask_id, eos_id)

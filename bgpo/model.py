@@ -25,12 +25,20 @@ which computes the same attention.
 Logits only where needed: `forward(..., logits_positions=mask)` returns the logits of the positions
 where the bool ``mask`` (B, T) is true, (K, V) in row-major order, so neither the sampler nor the
 loss pays for a (B, T, V) tensor when it needs a block or the masked positions only.
+
+Cached forwards for the sampler (`KVCache`): a full forward with ``kv_cache=cache`` stores every layer's
+keys and values (after RoPE); a *window* forward ``forward(x[:, w], kv_cache=cache, window=w)`` then runs
+only positions ``w`` through the blocks, writes their fresh keys/values over the cached ones and lets them
+attend to all ``T`` keys. Where nothing outside ``w`` changed since the fill this is the full forward's
+result at ``w`` (the exactness test, float64); where it did, the other positions' keys/values are stale:
+Fast-dLLM's approximate block-wise cache, which `bgpo.diffusion.generate` uses between refreshes.
 """
 
 from __future__ import annotations
 
 import logging
 import warnings
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -198,6 +206,41 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return (x32 * cos + torch.cat([-x2, x1], dim=-1) * sin).to(x.dtype)
 
 
+@dataclass
+class KVCache:
+    """Every layer's keys and values of a whole ``(B, T)`` sequence, kept between sampler steps.
+
+    A full forward with ``kv_cache=`` fills it (and the RoPE angles and key-padding bias of the ``T``
+    positions); a window forward reads it and overwrites the window's entries with fresh ones. Keys are
+    stored after RoPE and before GQA's head repetition: ``(B, n_kv_heads, T, head_dim)`` per layer.
+    """
+
+    keys: list[torch.Tensor] = field(default_factory=list)
+    values: list[torch.Tensor] = field(default_factory=list)
+    cos: torch.Tensor | None = None  # (B, 1, T, head_dim)
+    sin: torch.Tensor | None = None
+    attn_bias: torch.Tensor | None = None  # (B, 1, 1, T) True = a real key, or None (no padding)
+
+    def start(self, cos: torch.Tensor, sin: torch.Tensor, attn_bias: torch.Tensor | None) -> None:
+        """Begin a fill: forget the old entries, keep the angles and the padding of the new sequence."""
+        self.keys, self.values, self.cos, self.sin, self.attn_bias = [], [], cos, sin, attn_bias
+
+    @property
+    def length(self) -> int:
+        return 0 if self.cos is None else self.cos.shape[2]
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor,
+               window: slice | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store layer ``layer``'s ``k, v`` (a fill) or write them over the window; return all ``T`` keys/values."""
+        if window is None:
+            self.keys.append(k)
+            self.values.append(v)
+            return k, v
+        self.keys[layer][:, :, window] = k
+        self.values[layer][:, :, window] = v
+        return self.keys[layer], self.values[layer]
+
+
 class LLaDABlock(GradientCheckpointingLayer):
     """One bidirectional Llama block (parameter names as in the checkpoint)."""
 
@@ -217,13 +260,16 @@ class LLaDABlock(GradientCheckpointingLayer):
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attn_bias: torch.Tensor | None,
                 cu_seqlens: torch.Tensor | None = None, max_seqlen: int | None = None,
-                kernel: str = "sdpa") -> torch.Tensor:
-        B, T, _ = x.shape  # (batch, seq, d_model)
+                kernel: str = "sdpa", cache: KVCache | None = None, layer: int = 0,
+                window: slice | None = None) -> torch.Tensor:
+        B, T, _ = x.shape  # (batch, seq, d_model); with a window, T = the window's length
         n = self.attn_norm(x)
         q = self.q_proj(n).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
         k = self.k_proj(n).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, KV, T, hd)
         v = self.v_proj(n).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, KV, T, hd)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:  # keys/values of all cached positions: (B, KV, T_cache, hd)
+            k, v = cache.update(layer, k, v, window)
         if kernel == "flash-attn":  # packed: (1, N) tokens, sequences delimited by cu_seqlens
             from flash_attn import flash_attn_varlen_func  # optional dependency: imported only when used
 
@@ -241,7 +287,7 @@ class LLaDABlock(GradientCheckpointingLayer):
             # and every version defaults to full (non-causal) attention with scale 1/sqrt(hd)
             a = varlen_attn(qf, kf, vf, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen)  # (N, H, hd)
             return self._mlp(x, a.reshape(1, T, -1))
-        a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias, is_causal=False)  # (B, H, T, hd)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias, is_causal=False)  # (B, H, T, hd), any key count
         return self._mlp(x, a.transpose(1, 2).reshape(B, T, -1))  # (B, T, d_model)
 
     def _mlp(self, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
@@ -364,7 +410,8 @@ class LLaDAModelLM(PreTrainedModel):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 cu_seqlens: torch.Tensor | None = None, max_seqlen: int | None = None,
-                logits_positions: torch.Tensor | None = None) -> MaskedLMOutput:
+                logits_positions: torch.Tensor | None = None, kv_cache: KVCache | None = None,
+                window: slice | None = None) -> MaskedLMOutput:
         B, T = input_ids.shape
         dev = input_ids.device
         if logits_positions is not None and (logits_positions.shape != input_ids.shape
@@ -373,7 +420,13 @@ class LLaDAModelLM(PreTrainedModel):
                             f" got {logits_positions.dtype} {tuple(logits_positions.shape)}")
         x = self.model.transformer.wte(input_ids)  # (B, T, d_model)
         cu, kernel = None, "sdpa"
-        if cu_seqlens is not None:
+        if window is not None:
+            self._check_window(input_ids, attention_mask, cu_seqlens, kv_cache, window)
+        if kv_cache is not None and cu_seqlens is not None:
+            raise BGPOError("kv_cache works with padded (B, T) input, not packed sequences; drop cu_seqlens")
+        if window is not None:  # the cached sequence's angles and padding, at the window's positions
+            cos, sin, attn_bias = kv_cache.cos[:, :, window], kv_cache.sin[:, :, window], kv_cache.attn_bias
+        elif cu_seqlens is not None:
             if attention_mask is not None or B != 1:
                 raise BGPOError(f"packed forward takes input_ids of shape (1, N) and no attention_mask; got "
                                 f"{tuple(input_ids.shape)}{' with a mask' if attention_mask is not None else ''}")
@@ -399,15 +452,33 @@ class LLaDAModelLM(PreTrainedModel):
         else:
             positions = torch.arange(T, device=dev).expand(B, T)  # (B, T)
             attn_bias = None
-        cos, sin = rope_cos_sin(positions, self.config.d_model // self.config.n_heads, self.config.rope_theta,
-                                self.model.transformer.wte.weight.dtype)
+        if window is None:
+            cos, sin = rope_cos_sin(positions, self.config.d_model // self.config.n_heads, self.config.rope_theta,
+                                    self.model.transformer.wte.weight.dtype)
+            if kv_cache is not None:
+                kv_cache.start(cos, sin, attn_bias)
         tr = self.model.transformer
-        for block in tr.blocks:
-            x = block(x, cos, sin, attn_bias, cu_seqlens=cu, max_seqlen=max_seqlen, kernel=kernel)
+        for i, block in enumerate(tr.blocks):
+            x = block(x, cos, sin, attn_bias, cu_seqlens=cu, max_seqlen=max_seqlen, kernel=kernel,
+                      cache=kv_cache, layer=i, window=window)
         if logits_positions is not None:
             x = x[logits_positions.to(dev)]  # (K, d_model): the head runs on the asked positions only
         logits = tr.ff_out(tr.ln_f(x))  # (B, T, embedding_size) or (K, embedding_size)
         return MaskedLMOutput(logits=logits[..., : self.config.vocab_size])
+
+
+    def _check_window(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                      cu_seqlens: torch.Tensor | None, kv_cache: KVCache | None, window: slice) -> None:
+        """A window forward needs a filled cache of the same batch and input exactly as long as the window."""
+        if kv_cache is None or len(kv_cache.keys) != self.config.n_layers:
+            raise BGPOError("a window forward needs a KVCache filled by a full forward (kv_cache=cache, no window)")
+        if attention_mask is not None or cu_seqlens is not None:
+            raise BGPOError("a window forward takes its padding from the cache: pass no attention_mask/cu_seqlens")
+        start, stop, step = window.indices(kv_cache.length)
+        if step != 1 or stop - start != input_ids.shape[1] or input_ids.shape[0] != kv_cache.cos.shape[0]:
+            raise BGPOError(f"window {window} of a cached (batch {kv_cache.cos.shape[0]}, length {kv_cache.length})"
+                            f" sequence needs input_ids of shape ({kv_cache.cos.shape[0]}, {stop - start}); got "
+                            f"{tuple(input_ids.shape)}")
 
 
 def _register_auto() -> None:

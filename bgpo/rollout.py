@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from bgpo.data import encode_prompts
-from bgpo.diffusion import device_generator, generate
+from bgpo.diffusion import SamplerStats, device_generator, generate
 
 SAMPLER, MASKS, REWARDS = 0, 1, 2  # the random streams of a step
 
@@ -74,6 +74,7 @@ class Rollouts:
     completions: list[str]
     examples: list[dict]
     rewards: torch.Tensor  # (N,)
+    positions: int = 0  # token positions the sampler ran through the model (SamplerStats.positions)
 
 
 def rollout(model, tokenizer, task, examples: list[dict], rollout_cfg, *, seed: int, step: int,
@@ -82,17 +83,26 @@ def rollout(model, tokenizer, task, examples: list[dict], rollout_cfg, *, seed: 
 
     ``first_prompt`` is the global index of ``examples[0]`` in the step's prompts: each sampler call
     draws from the :data:`SAMPLER` stream of its first prompt, so the result does not depend on how
-    prompts are split over processes.
+    prompts are split over processes. With ``sort_by_length`` the calls are made of prompts sorted by
+    token length (their stream is that of the call's first prompt in sorted order), so a call pads to
+    its own longest prompt only; the rollouts come back in the examples' order. This changes which
+    prompts share a call, hence the noise each rollout draws, not the distribution of any rollout.
     """
     r, G = rollout_cfg, rollout_cfg.group_size
     per_call = max(1, (r.batch_size or len(examples) * G) // G)  # prompts per sampler call
+    order = list(range(len(examples)))
+    if r.sort_by_length and per_call < len(examples):
+        lengths = encode_prompts(tokenizer, task, examples, r.max_prompt_length)[1].sum(-1).tolist()
+        order.sort(key=lambda i: lengths[i])
+    stats = SamplerStats()
     ids, att, comps, rows = [], [], [], []
     for start in range(0, len(examples), per_call):
-        chunk = examples[start:start + per_call]
+        chunk = [examples[i] for i in order[start:start + per_call]]
         p_ids, p_mask = encode_prompts(tokenizer, task, chunk, r.max_prompt_length)
         p_ids, p_mask = p_ids.repeat_interleave(G, 0).to(device), p_mask.repeat_interleave(G, 0).to(device)
         x = generate(model, p_ids, p_mask, gen_length=r.gen_length, steps=r.steps, block_length=r.block_length,
-                     temperature=r.temperature, remasking=r.remasking,
+                     temperature=r.temperature, remasking=r.remasking, cache=r.cache, horizon=r.horizon,
+                     refresh=r.refresh, eos_exit=r.eos_exit, stats=stats,
                      generator=stream(seed, step, first_prompt + start, SAMPLER, device))  # (b*G, P + L)
         P = p_ids.shape[1]
         comps += tokenizer.batch_decode(x[:, P:].cpu(), skip_special_tokens=True)
@@ -102,10 +112,14 @@ def rollout(model, tokenizer, task, examples: list[dict], rollout_cfg, *, seed: 
     width = max(t.shape[1] for t in ids)  # calls may have different prompt widths: left-pad to one
     input_ids = torch.cat([_left_pad(t, width, tokenizer.pad_token_id) for t in ids])
     attention_mask = torch.cat([_left_pad(t, width, 0) for t in att])
+    if order != sorted(order):  # back to the examples' order, groups kept whole
+        back = torch.tensor([G * order.index(i) + g for i in range(len(examples)) for g in range(G)])
+        input_ids, attention_mask = input_ids[back.to(input_ids.device)], attention_mask[back.to(input_ids.device)]
+        comps, rows = [comps[j] for j in back.tolist()], [rows[j] for j in back.tolist()]
     response_mask = torch.zeros_like(input_ids, dtype=torch.bool)
     response_mask[:, width - r.gen_length:] = True
     rewards = torch.tensor(safe_rewards(task, comps, rows, reward_log), dtype=torch.float32, device=device)
-    return Rollouts(input_ids, attention_mask, response_mask, comps, rows, rewards)
+    return Rollouts(input_ids, attention_mask, response_mask, comps, rows, rewards, stats.positions)
 
 
 def _left_pad(t: torch.Tensor, width: int, value) -> torch.Tensor:

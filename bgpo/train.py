@@ -196,10 +196,11 @@ def _metrics_row(run: Run, ro: Rollouts, stats: dict, done: int, times: dict) ->
     acc, G = run.accelerator, run.cfg.rollout.group_size
     rewards = acc.gather(ro.rewards)  # (N_global,)
     flat = (ro.rewards.view(-1, G).std(1) == 0).float().mean().reshape(1)  # groups with zero advantage
-    local = torch.tensor([stats.get("loss", 0.0), stats.get("clip_frac", 0.0), stats.get("ratio", 0.0),
-                          float(ro.response_mask.sum())], device=acc.device)
-    loss, clip_frac, ratio, _ = acc.reduce(local, "mean").tolist()
-    tokens = acc.reduce(local[3:], "sum").item()
+    local = torch.tensor([stats.get("loss", 0.0), stats.get("clip_frac", 0.0), stats.get("ratio", 0.0)],
+                         device=acc.device)
+    loss, clip_frac, ratio = acc.reduce(local, "mean").tolist()
+    tokens, positions = acc.reduce(torch.tensor([float(ro.response_mask.sum()), float(ro.positions)],
+                                                device=acc.device), "sum").tolist()
     named = run.task.metrics(ro.completions, ro.examples, ro.rewards.tolist())  # this rank's rollouts
     named = dict(zip(named, acc.reduce(torch.tensor(list(named.values()), device=acc.device), "mean").tolist()))
     return {"step": done, "reward_mean": rewards.mean().item(), "reward_std": rewards.std().item(), **named,
@@ -208,6 +209,7 @@ def _metrics_row(run: Run, ro: Rollouts, stats: dict, done: int, times: dict) ->
             "shift_mean": stats.get("shift_mean", 0.0), "shift_adv": stats.get("shift_adv", 0.0),
             "n_forward": stats.get("n_forward", 0.0),
             "lr": run.scheduler.get_last_lr()[0], "response_tokens": int(tokens), "sequences": int(rewards.numel()),
+            "rollout_positions": int(positions),
             **{k: round(v, 4) for k, v in times.items()}, "memory_mb": round(_memory_mb(acc.device), 1)}
 
 

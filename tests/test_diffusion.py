@@ -194,3 +194,155 @@ def test_masked_logprobs_take_the_head_at_masked_positions_only():
     assert shapes == [(int(mask.sum()), model.config.vocab_size)] * 2
     torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
     torch.testing.assert_close(packed, want, atol=1e-10, rtol=0)
+
+
+# --- the cached sampler (Fast-dLLM's block-wise approximate KV cache) ---------------------------------
+
+def _sampler_inputs(dtype=torch.float64):
+    model = tiny_model(dtype).eval()
+    ids, attention, _ = rollout_tensors(batch=3, prompt_len=6, gen_len=0)  # left-padded prompts
+    return model, ids, attention
+
+
+SAMPLER_KW = dict(gen_length=12, steps=12, block_length=4, temperature=0.7, generator=3)
+
+
+def test_exactness_gate_cached_windows_reproduce_the_naive_samplers_logits():
+    """At every step of the naive sampler, a cache filled from that step's sequence gives, through the
+    prefix, horizon and dual windows, the step's own logits (float64, <= 1e-10)."""
+    from bgpo.diffusion import cache_window
+    from bgpo.model import KVCache
+
+    model, ids, attention = _sampler_inputs()
+    worst, seen = 0.0, 0
+
+    def check(view):
+        nonlocal worst, seen
+        start = ids.shape[1] + 4 * view.block
+        for cache, horizon in (("prefix", None), ("prefix", 4), ("dual", None)):
+            w = cache_window(cache, start, start + 4, view.x.shape[1], horizon)
+            kv = KVCache()
+            model(view.x, attention_mask=view.attention, kv_cache=kv)
+            logits = model(view.x[:, w], kv_cache=kv, window=w, logits_positions=view.wanted[:, w]).logits
+            logits = logits.double()
+            logits[:, model.config.mask_token_id] = -torch.inf
+            worst = max(worst, (logits - view.logits).abs().nan_to_num(0.0).max().item())
+            seen += 1
+
+    generate(model, ids, attention, trace=check, **SAMPLER_KW)
+    assert seen == 12 * 3 and worst <= 1e-10
+
+
+@pytest.mark.parametrize("cache", ["prefix", "dual"])
+def test_exactness_gate_refresh_every_step_gives_the_naive_samplers_tokens(cache):
+    model, ids, attention = _sampler_inputs()
+    naive = generate(model, ids, attention, **SAMPLER_KW)
+    assert torch.equal(generate(model, ids, attention, cache=cache, refresh=1, **SAMPLER_KW), naive)
+
+
+def test_stale_cache_is_used_between_refreshes():
+    """Without refresh the cached logits equal the exact ones at each block start only (age 0)."""
+    model, ids, attention = _sampler_inputs()
+    drift = {}
+
+    def compare(view):
+        exact = model(view.x, attention_mask=view.attention, logits_positions=view.wanted).logits.double()
+        exact[:, model.config.mask_token_id] = -torch.inf
+        drift[(view.block, view.step)] = (view.age, (exact - view.logits).abs().nan_to_num(0.0).max().item())
+
+    generate(model, ids, attention, cache="dual", trace=compare, **SAMPLER_KW)
+    assert all(d <= 1e-10 for age, d in drift.values() if age == 0)
+    assert all(d > 1e-8 for age, d in drift.values() if age > 0)
+    assert sorted({age for age, _ in drift.values()}) == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("cache,horizon,refresh", [("none", None, None), ("prefix", None, None), ("prefix", 4, None),
+                                                   ("prefix", 0, 2), ("dual", None, None), ("dual", None, 2)])
+def test_positions_are_counted_and_match_the_closed_form(cache, horizon, refresh):
+    from bgpo.diffusion import SamplerStats, sampler_positions
+
+    model, ids, attention = _sampler_inputs(torch.float32)
+    stats = SamplerStats()
+    generate(model, ids, attention, cache=cache, horizon=horizon, refresh=refresh, stats=stats, **SAMPLER_KW)
+    assert stats.positions == 3 * sampler_positions(6, 12, 12, 4, cache, horizon, refresh)
+    assert stats.calls == 12 and stats.tokens == 36
+    # by hand: T = 18, 3 blocks of 4 steps; naive 12 x 18; dual 3 x 18 + 9 x 4; prefix: block + suffix
+    by_hand = {("none", None, None): 216, ("dual", None, None): 54 + 36, ("prefix", None, None): 54 + 3 * (12 + 8 + 4),
+               ("prefix", 4, None): 54 + 3 * (8 + 8 + 4), ("prefix", 0, 2): 6 * 18 + 6 * 4, ("dual", None, 2): 108 + 24}
+    assert stats.positions == 3 * by_hand[(cache, horizon, refresh)]
+
+
+def test_cached_sampler_runs_in_bfloat16():
+    model, ids, attention = _sampler_inputs(torch.bfloat16)
+    out = generate(model, ids, attention, cache="prefix", **SAMPLER_KW)
+    assert out.shape == (3, 18) and not (out == model.config.mask_token_id).any()
+
+
+def _eos_bias(model, bias: float):
+    """Add ``bias`` to the EOS logit at every position (a hook on the output layer)."""
+    eos = model.config.eos_token_id
+    return model.model.transformer.ff_out.register_forward_hook(
+        lambda mod, inp, out: out.index_add(-1, torch.tensor([eos]), torch.full((*out.shape[:-1], 1), bias,
+                                                                                dtype=out.dtype)))
+
+
+def test_eos_exit_stops_finished_sequences_and_counts_less_work():
+    from bgpo.diffusion import SamplerStats
+
+    model, ids, attention = _sampler_inputs(torch.float32)
+    hook = _eos_bias(model, 50.0)
+    naive, early = SamplerStats(), SamplerStats()
+    a = generate(model, ids, attention, stats=naive, **SAMPLER_KW)
+    b = generate(model, ids, attention, eos_exit=True, stats=early, **SAMPLER_KW)
+    hook.remove()
+    assert torch.equal(a, b) and (b[:, 6:] == model.config.eos_token_id).all()
+    assert early.positions == 4 * 3 * 18 and naive.positions == 12 * 3 * 18  # only the first block ran
+    assert early.tokens == naive.tokens == 36
+
+
+def test_eos_exit_changes_nothing_when_no_block_ends_in_eos():
+    model, ids, attention = _sampler_inputs()
+    hook = _eos_bias(model, -50.0)
+    naive = generate(model, ids, attention, **SAMPLER_KW)
+    assert not (naive[:, 6:] == model.config.eos_token_id).any()
+    assert torch.equal(generate(model, ids, attention, eos_exit=True, **SAMPLER_KW), naive)
+    hook.remove()
+
+
+@pytest.mark.parametrize("kw,match", [(dict(cache="fast"), "cache must be one of"),
+                                      (dict(cache="dual", horizon=2), "horizon"),
+                                      (dict(cache="none", refresh=2), "refresh"),
+                                      (dict(cache="prefix", refresh=0), "refresh")])
+def test_bad_cache_settings_raise_one_line_errors(kw, match):
+    model, ids, attention = _sampler_inputs(torch.float32)
+    with pytest.raises(BGPOError, match=match):
+        generate(model, ids, attention, **{**SAMPLER_KW, **kw})
+
+
+class _EOSForMarkedPrompts(torch.nn.Module):
+    """Wraps a model: sequences whose prompt ends in ``marker`` predict EOS everywhere (full forwards only)."""
+
+    def __init__(self, model, marker: int, prompt_len: int):
+        super().__init__()
+        self.inner, self.config, self.marker, self.prompt_len = model, model.config, marker, prompt_len
+
+    def forward(self, x, attention_mask=None, logits_positions=None, **kw):
+        out = self.inner(x, attention_mask=attention_mask, logits_positions=logits_positions, **kw)
+        rows = logits_positions.nonzero()[:, 0]  # (K,) the sequence of each logits row
+        marked = (x[rows, self.prompt_len - 1] == self.marker).to(out.logits.dtype)
+        out.logits[:, self.config.eos_token_id] += 50.0 * marked
+        return out
+
+
+def test_eos_exit_compacts_the_batch_and_leaves_the_others_unchanged():
+    """Greedy: the sequence that ends its first block in EOS leaves; the others finish exactly as without exit."""
+    from bgpo.diffusion import SamplerStats
+
+    model, ids, attention = _sampler_inputs()
+    wrapped = _EOSForMarkedPrompts(model, marker=int(ids[1, -1]), prompt_len=6)
+    kw = {**SAMPLER_KW, "temperature": 0.0}
+    naive, early = SamplerStats(), SamplerStats()
+    a = generate(wrapped, ids, attention, stats=naive, **kw)
+    b = generate(wrapped, ids, attention, eos_exit=True, stats=early, **kw)
+    assert (b[1, 6:] == model.config.eos_token_id).all() and torch.equal(a[[0, 2]], b[[0, 2]])
+    assert early.positions == 3 * 4 * 18 + 2 * 8 * 18 and naive.positions == 3 * 12 * 18

@@ -274,3 +274,73 @@ def test_init_std_and_norm_ones():
     w = model.model.transformer.blocks[0].ff_proj.weight
     assert math.isclose(w.std().item(), 0.02, rel_tol=0.05)
     assert torch.equal(model.model.transformer.ln_f.weight, torch.ones(192))
+
+
+def _cached_inputs(dtype=torch.float64, **overrides):
+    """A tiny model and a left-padded batch of 3 sequences of 16 tokens (prompt 6)."""
+    from conftest import rollout_tensors, tiny_model
+
+    model = tiny_model(dtype, **overrides).eval()
+    ids, attention, _ = rollout_tensors(batch=3, prompt_len=6, gen_len=10)
+    return model, ids, attention
+
+
+@pytest.mark.parametrize("kv_heads", [4, 2])
+@pytest.mark.parametrize("window", [slice(6, 16), slice(6, 10), slice(10, 14), slice(0, 16)])
+def test_window_forward_on_a_fresh_cache_equals_the_full_forward(kv_heads, window):
+    """The cached path is exact where the cache is fresh: float64, left padding, GQA, any window."""
+    from bgpo.model import KVCache
+
+    model, ids, attention = _cached_inputs(n_kv_heads=kv_heads)
+    with torch.no_grad():
+        full = model(ids, attention_mask=attention).logits  # (B, T, V)
+        cache = KVCache()
+        model(ids, attention_mask=attention, kv_cache=cache)
+        part = model(ids[:, window], kv_cache=cache, window=window).logits  # (B, W, V)
+    assert (part - full[:, window]).abs().max().item() <= 1e-10
+
+
+def test_window_forward_reads_the_stale_cache_outside_the_window():
+    """A token changed outside the window after the fill moves the full forward, not the window forward."""
+    from bgpo.model import KVCache
+
+    model, ids, attention = _cached_inputs()
+    window = slice(6, 10)
+    with torch.no_grad():
+        cache = KVCache()
+        model(ids, attention_mask=attention, kv_cache=cache)
+        changed = ids.clone()
+        changed[:, 12] = (changed[:, 12] + 1) % 50 + 10
+        stale = model(changed[:, window], kv_cache=cache, window=window).logits
+        fresh = model(changed, attention_mask=attention).logits[:, window]
+        before = model(ids, attention_mask=attention).logits[:, window]
+    assert (stale - before).abs().max().item() <= 1e-10  # the window sees the keys of the old token
+    assert (fresh - before).abs().max().item() > 1e-6  # which the exact model does not
+
+
+def test_window_forward_in_bfloat16_matches_the_full_forward():
+    from bgpo.model import KVCache
+
+    model, ids, attention = _cached_inputs(torch.bfloat16)
+    window = slice(6, 10)
+    with torch.no_grad():
+        full = model(ids, attention_mask=attention).logits[:, window].float()
+        cache = KVCache()
+        model(ids, attention_mask=attention, kv_cache=cache)
+        part = model(ids[:, window], kv_cache=cache, window=window).logits.float()
+    assert part.dtype == torch.float32 and (part - full).abs().max().item() <= 0.05 * full.abs().max().item()
+
+
+def test_window_forward_errors_are_one_line():
+    from bgpo.model import KVCache
+
+    model, ids, attention = _cached_inputs()
+    with pytest.raises(BGPOError, match="filled by a full forward"):
+        model(ids[:, 6:10], window=slice(6, 10))
+    cache = KVCache()
+    with torch.no_grad():
+        model(ids, attention_mask=attention, kv_cache=cache)
+    with pytest.raises(BGPOError, match="needs input_ids of shape"):
+        model(ids[:, 6:9], kv_cache=cache, window=slice(6, 10))
+    with pytest.raises(BGPOError, match="padding from the cache"):
+        model(ids[:, 6:10], attention_mask=attention[:, 6:10], kv_cache=cache, window=slice(6, 10))

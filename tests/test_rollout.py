@@ -1,17 +1,43 @@
-"""The rollout module's random-reward control: rewards permuted within groups, reproducibly."""
+"""Rollouts: groups kept whole and in the examples' order, whatever the sampler calls are made of."""
+
+from __future__ import annotations
 
 import torch
 
-from bgpo.objectives import group_advantages
-from bgpo.rollout import REWARDS, shuffled_rewards, stream
+from bgpo.config import load_config
+from bgpo.data import encode_prompts, get_task, load_examples, load_tokenizer
+from bgpo.rollout import rollout
+from conftest import tiny_model
 
 
-def test_shuffled_rewards_keep_each_groups_values_and_advantages_but_not_their_order():
-    rewards = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.0, 0.0, 1.0, 1.0, 0.9, 0.1, 0.5, 0.5])
-    out = shuffled_rewards(rewards, 4, stream(0, 3, 0, REWARDS))
-    for g in range(4):
-        assert sorted(out[4 * g:4 * g + 4].tolist()) == sorted(rewards[4 * g:4 * g + 4].tolist())
-    assert sorted(group_advantages(out, 4).tolist()) == sorted(group_advantages(rewards, 4).tolist())
-    assert not torch.equal(out, rewards)
-    assert torch.equal(out, shuffled_rewards(rewards, 4, stream(0, 3, 0, REWARDS)))  # same stream, same shuffle
-    assert not torch.equal(out, shuffled_rewards(rewards, 4, stream(0, 4, 0, REWARDS)))  # next step, new shuffle
+def _setup(**rollout_overrides):
+    cfg = load_config("tiny-countdown", [f"rollout.{k}={v}" for k, v in rollout_overrides.items()])
+    task = get_task(cfg.data)
+    examples = load_examples(cfg.data, "train")[:6]
+    return cfg, task, examples, load_tokenizer(cfg.model)
+
+
+def test_sorted_sampler_calls_return_the_rollouts_in_the_examples_order():
+    cfg, task, examples, tok = _setup(batch_size=4, group_size=2, sort_by_length="true")
+    lengths = encode_prompts(tok, task, examples, cfg.rollout.max_prompt_length)[1].sum(-1)
+    assert len(set(lengths.tolist())) > 1  # prompts of several lengths: sorting moves them
+    model = tiny_model().eval()
+    ro = rollout(model, tok, task, examples, cfg.rollout, seed=0, step=0, first_prompt=0, device=torch.device("cpu"))
+    assert [e["target"] for e in ro.examples] == [e["target"] for e in examples for _ in range(2)]
+    # each row holds its own example's prompt, right-aligned before the response
+    L = cfg.rollout.gen_length
+    for i, example in enumerate(examples):
+        ids, mask = encode_prompts(tok, task, [example], cfg.rollout.max_prompt_length)
+        for g in range(2):
+            row = ro.input_ids[2 * i + g, :-L]
+            assert torch.equal(row[-ids.shape[1]:], ids[0]) and ro.attention_mask[2 * i + g, :-L].sum() == mask.sum()
+    assert ro.positions > 0
+
+
+def test_sorting_changes_nothing_when_one_call_takes_every_prompt():
+    cfg, task, examples, tok = _setup(group_size=2, sort_by_length="true")
+    plain_cfg = _setup(group_size=2)[0]
+    model = tiny_model().eval()
+    kw = dict(seed=0, step=0, first_prompt=0, device=torch.device("cpu"))
+    a, b = rollout(model, tok, task, examples, cfg.rollout, **kw), rollout(model, tok, task, examples, plain_cfg.rollout, **kw)
+    assert torch.equal(a.input_ids, b.input_ids) and a.completions == b.completions
