@@ -38,6 +38,32 @@ silu(gate) and their product::
 Checked two ways (tests/test_plan.py): A(n) against `bgpo.memory`'s exact saved-tensor count on CPU
 (within 1%), and activations and update peaks against every configuration measured on an H100 in
 ``book/data/gpu-h100/`` (within 15%).
+
+Time model (`time_plan`): one RL step costs FLOP, and the FLOP cost seconds at one effective rate R per GPU.
+With ``N = prompts_per_step x group_size`` sequences of ``T = max_prompt_length + gen_length`` tokens, ``k``
+MC samples (``n_t``; 1 for d1, whose one-step estimate is one forward per sequence) and ``e = ppo_epochs``::
+
+    rollout = N x pos x 2 P         pos = bgpo.diffusion.sampler_positions(...): positions one sequence sends
+                                    through the model (T per step without a cache, the cache window with one)
+    old     = k x 2 P x N T         the frozen policy's terms (prepare_old), forward only
+    update  = e x k x f P x N T     f = 2 + 4 = 6 (forward, backward), 2 + 2 + 4 = 8 with gradient
+                                    checkpointing (the forward is recomputed); bgpo and elbo alike
+    shift   = 2 P x N T             policy_shift: one forward on the first mask, logged after the update
+    seconds = FLOP / (gpus x R)     data parallel: the work divides over the GPUs
+    step    = rollout + old + update + shift;    rollout share = rollout / step
+    GPU-h   = step x trainer.steps x gpus / 3600
+
+``P`` counts every parameter (8.02e9 for LLaDA-8B), as the H200 measurement does ("2 x 8.0e9 x 512 x 128
+FLOP per sequence"). That overstates the matrix products (the input embedding is a lookup, the output layer
+runs at the masked positions only: 13% of P for the 8B) and leaves out attention's 4 T d per layer and
+position (2-4% at T = 512-1,024); R is measured under the same convention, so it is an *effective* rate and
+the convention cancels. R's default comes from the newest committed GPU measurement,
+``book/data/gpu-*/fullscale.json``: its sampler records' FLOP (``batch x pos x 2 P``, without a cache) over
+their seconds, pooled (about 505 TFLOP/s on the H200; its update runs at the same rate to 1%, so one R prices
+everything). Not counted: the optimiser step (0.2-0.3 s measured on the H200 after the first, compiling one),
+evaluation, data movement and FSDP communication; prompts are priced at full length (padding-free packed
+micro-batches and shorter prompts cost less) and the sampler without early exit (``eos_exit`` stops sooner).
+tests/test_plan.py checks the update and the sampler of ``book/data/gpu-h200/fullscale.json`` (within 15%).
 """
 
 from __future__ import annotations
@@ -230,6 +256,165 @@ def compare(config: Config | str | Path, *, n_ts: tuple[int, ...] = (1, 2, 4, 8,
     return rows
 
 
+DATA = Path(__file__).resolve().parents[1] / "book" / "data"  # committed measurements (a repository checkout)
+
+
+@dataclass
+class Throughput:
+    """An effective rate per GPU under the planner's FLOP convention (module docstring), and its source."""
+
+    tflops: float
+    source: str
+    optimizer_s: list[float]  # measured optimiser steps after the first (compiling) one; empty when unknown
+
+
+def measured_throughput(data: Path = DATA) -> Throughput | None:
+    """R from the newest committed GPU measurement with sampler records (``gpu-*/fullscale.json`` under
+    ``data``, newest by the start time of the ``doctor.json`` beside it): the records' FLOP, ``batch x
+    sampler_positions x 2 P``, summed over their summed seconds. None when no such file is there."""
+    from bgpo.diffusion import sampler_positions
+    from bgpo.model import preset_config
+
+    found = []
+    for path in data.glob("gpu-*/fullscale.json"):
+        record = json.loads(path.read_text())
+        doctor = path.with_name("doctor.json")
+        started = json.loads(doctor.read_text())["started"] if doctor.is_file() else ""
+        if record.get("sampler"):
+            found.append((started, str(path), path, record))
+    if not found:
+        return None
+    _, _, path, record = max(found, key=lambda f: f[:2])
+    flop = sum(r["batch"] * sampler_positions(r["prompt"], r["gen"], r["steps"], r["block_length"],
+                                              r.get("cache", "none"), r.get("horizon"), r.get("refresh"))
+               * 2 * n_params(preset_config(r["preset"], n_layers=r["layers"])) for r in record["sampler"])
+    seconds = sum(r["seconds"] for r in record["sampler"])
+    source = (f"{len(record['sampler'])} sampler records of book/data/{path.relative_to(data).as_posix()} "
+              f"({record['device']})")
+    return Throughput(flop / seconds / 1e12, source, [s["optimizer_s"] for s in record.get("steps", [])[1:]])
+
+
+def step_flops(params: int, sequences: int, seq_len: int, positions: int, objective: str, n_t: int,
+               checkpointing: bool, ppo_epochs: int = 1) -> dict[str, float]:
+    """FLOP of one RL step's parts over all GPUs (module docstring): rollout, old, update, shift."""
+    k = 1 if objective == "d1" else n_t
+    tokens = sequences * seq_len
+    return {"rollout": sequences * positions * 2 * params, "old": k * 2 * params * tokens,
+            "update": ppo_epochs * k * (8 if checkpointing else 6) * params * tokens, "shift": 2 * params * tokens}
+
+
+@dataclass
+class TimeRow:
+    """One sampler setting's step: seconds per part on ``gpus`` GPUs, rollout share, GPU-hours of the run."""
+
+    cache: str
+    horizon: int | None
+    refresh: int | None
+    config: bool  # the config's own sampler setting
+    positions: int  # per sequence (bgpo.diffusion.sampler_positions)
+    rollout_s: float
+    old_s: float
+    update_s: float
+    shift_s: float
+    step_s: float
+    rollout_share: float
+    gpu_hours: float
+
+    @property
+    def label(self) -> str:
+        extra = (f" h={self.horizon}" if self.horizon is not None else "") + \
+                (f" r={self.refresh}" if self.refresh is not None else "")
+        return self.cache + extra
+
+
+@dataclass
+class TimePlan:
+    """Predicted seconds of one RL step per sampler cache mode, at ``tflops`` (module docstring)."""
+
+    objective: str
+    n_t: int
+    gpus: int
+    run_steps: int
+    sequences: int
+    prompt_len: int
+    gen_length: int
+    params: int
+    checkpointing: bool
+    ppo_epochs: int
+    tflops: float
+    source: str
+    optimizer_s: list[float]
+    rows: list[TimeRow]
+
+    def table(self) -> str:
+        naive = next(r.positions for r in self.rows if r.cache == "none")
+        f = 8 if self.checkpointing else 6
+        head = (f"Time of one RL step: {self.objective}, n_t={self.n_t}, {self.sequences} sequences of "
+                f"{self.prompt_len} + {self.gen_length} tokens on {self.gpus} GPU(s); the run: {self.run_steps:,d} "
+                f"steps\n  rate: {self.tflops:.0f} TFLOP/s per GPU, effective, from {self.source}\n"
+                f"  FLOP: 2 P per position, the update {f} P per token and MC sample"
+                f"{' (checkpointing)' if self.checkpointing else ''}, P = {self.params / 1e9:.2f}B")
+        cols = (f"  {'sampler cache':<22s} {'positions/seq':>13s} {'naive/this':>10s} {'rollout s':>10s} "
+                f"{'old s':>7s} {'update s':>9s} {'shift s':>8s} {'step s':>8s} {'rollout %':>9s} {'GPU-h':>7s}")
+        lines = [head, cols]
+        for r in self.rows:
+            name = r.label + (" (config)" if r.config else "")
+            lines.append(f"  {name:<22s} {r.positions:>13,d} {naive / r.positions:>9.2f}x {r.rollout_s:>10.1f} "
+                         f"{r.old_s:>7.1f} {r.update_s:>9.1f} {r.shift_s:>8.1f} {r.step_s:>8.1f} "
+                         f"{r.rollout_share:>9.0%} {r.gpu_hours:>7,.0f}")
+        by_mode = {r.cache: r.positions for r in self.rows if r.horizon is None and r.refresh is None}
+        lines.append("  positions per sequence naive : prefix : dual = 1 : " + " : ".join(
+            f"{by_mode[m] / naive:.3f}" for m in ("prefix", "dual")) + " (counted by bgpo.diffusion.sampler_positions)")
+        measured = (f" ({min(self.optimizer_s):.2f}-{max(self.optimizer_s):.2f} s in the source, after its first, "
+                    f"compiling, one)" if self.optimizer_s else "")
+        lines.append(f"  not counted: the optimiser step{measured},\n  evaluation, communication; prompts priced at "
+                     f"full length, the sampler without early exit")
+        return "\n".join(lines)
+
+
+def time_plan(config: Config | str | Path, *, objective: str | None = None, n_t: int | None = None, gpus: int = 8,
+              tflops: float | None = None, gradient_checkpointing: bool | None = None,
+              data: Path = DATA) -> TimePlan:
+    """Predict the seconds of one RL step and the GPU-hours of the run, per sampler cache mode (none, prefix,
+    dual and the config's own setting) at ``tflops`` per GPU, or at the rate of the newest committed GPU
+    measurement under ``data`` (module docstring: the equations)."""
+    from bgpo.diffusion import CACHE_MODES, sampler_positions
+
+    cfg = config if isinstance(config, Config) else load_config(config)
+    objective = objective or cfg.objective.name
+    if objective not in OBJECTIVES:
+        raise BGPOError(f"objective must be bgpo, elbo or d1, got {objective!r}")
+    n_t = n_t or cfg.objective.n_t
+    if gpus < 1 or n_t < 1:
+        raise BGPOError(f"need gpus >= 1 and n_t >= 1 (got {gpus}, {n_t})")
+    if tflops is None:
+        rate = measured_throughput(data)
+        if rate is None:
+            raise BGPOError(f"no GPU measurement with sampler records under {data} (gpu-*/fullscale.json): pass "
+                            f"--tflops (effective TFLOP/s per GPU)")
+    elif not 0 < tflops < float("inf"):
+        raise BGPOError(f"--tflops must be a positive number of TFLOP/s per GPU, got {tflops}")
+    else:
+        rate = Throughput(tflops, "--tflops", [])
+    r, t = cfg.rollout, cfg.trainer
+    ckpt = cfg.model.gradient_checkpointing if gradient_checkpointing is None else gradient_checkpointing
+    P, N, T = n_params(model_dims(cfg)), r.prompts_per_step * r.group_size, r.max_prompt_length + r.gen_length
+    settings = [(mode, None, None) for mode in CACHE_MODES]
+    if (r.cache, r.horizon, r.refresh) not in settings:
+        settings.append((r.cache, r.horizon, r.refresh))
+    rows = []
+    for cache, horizon, refresh in settings:
+        pos = sampler_positions(r.max_prompt_length, r.gen_length, r.steps, r.block_length, cache, horizon, refresh)
+        flop = step_flops(P, N, T, pos, objective, n_t, ckpt, cfg.objective.ppo_epochs)
+        s = {k: v / (gpus * rate.tflops * 1e12) for k, v in flop.items()}
+        step = sum(s.values())
+        rows.append(TimeRow(cache, horizon, refresh, (cache, horizon, refresh) == (r.cache, r.horizon, r.refresh),
+                            pos, s["rollout"], s["old"], s["update"], s["shift"], step, s["rollout"] / step,
+                            step * t.steps * gpus / 3600))
+    return TimePlan(objective, n_t, gpus, t.steps, N, r.max_prompt_length, r.gen_length, P, ckpt,
+                    cfg.objective.ppo_epochs, rate.tflops, rate.source, rate.optimizer_s, rows)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="preset name (llada8b-math) or YAML path")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", help="config override")
@@ -241,6 +426,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--micro-batch-size", type=int, default=None, help="sequences per forward/backward")
     parser.add_argument("--gradient-checkpointing", action="store_true", default=None,
                         help="plan with activation checkpointing")
+    parser.add_argument("--tflops", type=float, default=None,
+                        help="effective TFLOP/s per GPU for the time plan (default: measured, from the newest "
+                             "book/data/gpu-*/fullscale.json)")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
 
 
@@ -249,12 +437,19 @@ def main(args: argparse.Namespace) -> int:
     kwargs = dict(gpus=args.gpus, gpu_memory_gb=args.gpu_memory, micro_batch_size=args.micro_batch_size,
                   gradient_checkpointing=args.gradient_checkpointing)
     p = plan(cfg, objective=args.objective, n_t=args.n_t, **kwargs)
+    # an installed package without the repository's book/data has no measured rate: the memory plan still prints
+    t = None if args.tflops is None and measured_throughput() is None else time_plan(
+        cfg, objective=args.objective, n_t=args.n_t, gpus=args.gpus, tflops=args.tflops,
+        gradient_checkpointing=args.gradient_checkpointing)
     if args.json:
-        print(json.dumps(asdict(p), indent=2))
+        print(json.dumps({**asdict(p), "time": asdict(t) if t else None}, indent=2))
         return 0
     print(p.table())
     for objective in ("bgpo", "elbo"):
         best = max_n_t(cfg, objective, **kwargs)
         print(f"  largest n_t that fits with {objective}: "
               f"{'none' if best == 0 else ('any (memory does not grow with n_t)' if best >= 4096 else best)}")
+    print()
+    print(t.table() if t else "time plan: no committed GPU measurement (book/data/gpu-*/fullscale.json) here: "
+                              "pass --tflops (effective TFLOP/s per GPU)")
     return 0

@@ -1,4 +1,5 @@
-"""Memory planner: its activation model against bgpo.memory's exact saved-tensor count, and its verdicts."""
+"""Planner: its activation model against bgpo.memory's exact saved-tensor count, its verdicts, the H100's
+memory measurements, and its time model against the H200's measured update and sampler."""
 
 import json
 from pathlib import Path
@@ -7,12 +8,14 @@ import pytest
 import torch
 
 from bgpo.config import load_config
+from bgpo.errors import BGPOError
 from bgpo.memory import measure_update, synthetic_rollouts
 from bgpo.model import LLaDAModelLM, preset_config
 from bgpo.objectives import build_batch
-from bgpo.plan import compare, max_n_t, n_params, plan, saved_bytes
+from bgpo.plan import compare, max_n_t, n_params, plan, saved_bytes, time_plan
 
 H100 = Path(__file__).resolve().parents[1] / "book" / "data" / "gpu-h100"
+H200 = Path(__file__).resolve().parents[1] / "book" / "data" / "gpu-h200"
 
 
 @pytest.mark.parametrize("overrides, batch, seq_len, prompt_len", [
@@ -130,3 +133,91 @@ def test_one_gpu_presets_fit_one_80_gb_gpu(task):
     p = plan(cfg, gpus=1, gpu_memory_gb=80.0)
     assert p.fits and p.total_gb < 0.9 * 80, p.table()  # 10% left for the allocator's fragmentation
     assert p.optimizer_gb == pytest.approx(2.03 * p.params / 1e9, rel=0.01)  # 8-bit states, no master copy
+
+
+def test_time_plan_predicts_the_h200_update_and_sampler_within_15_percent():
+    """The update (BGPO n_t=16, 4 x 1,024 tokens, checkpointed) and the sampler (batch 8, no cache) measured
+    on the H200, against the time model at the rate it derives from the same file's sampler records."""
+    record = json.loads((H200 / "fullscale.json").read_text())
+    sizes = record["sizes"]
+    measured = next(r for r in record["sweep"] if (r["objective"], r["n_t"]) == ("bgpo", 16))
+    cfg = load_config("llada8b-math-1gpu", [
+        f"model.overrides={{n_layers: {sizes['layers']}}}", "rollout.prompts_per_step=1",
+        f"rollout.group_size={sizes['micro_batch']}", f"rollout.max_prompt_length={sizes['prompt']}",
+        f"rollout.gen_length={sizes['seq'] - sizes['prompt']}"])
+    t = time_plan(cfg, objective="bgpo", n_t=16, gpus=1, gradient_checkpointing=sizes["checkpointing"])
+    assert t.source == "2 sampler records of book/data/gpu-h200/fullscale.json (NVIDIA H200)"
+    assert t.rows[0].update_s == pytest.approx(measured["seconds"], rel=0.15)
+    for run in (r for r in record["sampler"] if r["batch"] == 8):
+        cfg = load_config("llada8b-math", [
+            f"model.overrides={{n_layers: {run['layers']}}}", "rollout.prompts_per_step=1",
+            f"rollout.group_size={run['batch']}", f"rollout.max_prompt_length={run['prompt']}",
+            f"rollout.gen_length={run['gen']}", f"rollout.steps={run['steps']}",
+            f"rollout.block_length={run['block_length']}"])
+        naive = next(r for r in time_plan(cfg, gpus=1).rows if r.cache == "none")
+        assert naive.rollout_s == pytest.approx(run["seconds"], rel=0.15)
+
+
+def test_step_time_rollout_share_and_gpu_hours_follow_from_the_parts():
+    t = time_plan("llada8b-math", gpus=8, tflops=100.0)
+    P, N, T, rate = 8_015_581_184, 16 * 8, 512 + 512, 8 * 100e12  # the preset's shape; 8 GPUs at 100 TFLOP/s
+    assert t.params == P and (t.sequences, t.n_t, t.checkpointing, t.run_steps) == (N, 16, False, 700)
+    naive = t.rows[0]
+    assert (naive.cache, naive.config, naive.positions) == ("none", True, 256 * T)  # 256 steps over all T
+    assert naive.rollout_s == pytest.approx(N * 256 * T * 2 * P / rate)
+    assert naive.old_s == pytest.approx(16 * 2 * P * N * T / rate)
+    assert naive.update_s == pytest.approx(16 * 6 * P * N * T / rate)
+    assert naive.shift_s == pytest.approx(2 * P * N * T / rate)
+    for r in t.rows:
+        assert r.step_s == pytest.approx(r.rollout_s + r.old_s + r.update_s + r.shift_s)
+        assert r.rollout_share == pytest.approx(r.rollout_s / r.step_s)
+        assert r.gpu_hours == pytest.approx(r.step_s * 700 * 8 / 3600)
+    ckpt = time_plan("llada8b-math", gpus=8, tflops=100.0, gradient_checkpointing=True).rows[0]
+    assert ckpt.update_s == pytest.approx(naive.update_s * 8 / 6)  # the forward recomputed in backward
+    d1 = time_plan("llada8b-math", objective="d1", gpus=8, tflops=100.0).rows[0]
+    assert d1.update_s == pytest.approx(naive.update_s / 16) and d1.old_s == pytest.approx(naive.old_s / 16)
+    one = time_plan("llada8b-math", gpus=1, tflops=100.0).rows[0]
+    assert one.step_s == pytest.approx(8 * naive.step_s) and one.gpu_hours == pytest.approx(naive.gpu_hours)
+
+
+def test_a_sampler_cache_cuts_rollout_flop_by_the_ratio_of_positions():
+    from bgpo.diffusion import sampler_positions
+
+    cfg = load_config("llada8b-math", ["rollout.cache=prefix", "rollout.horizon=64"])
+    rows = {r.label: r for r in time_plan(cfg, tflops=100.0).rows}
+    assert list(rows) == ["none", "prefix", "dual", "prefix h=64"] and rows["prefix h=64"].config
+    for label, cache, horizon in (("prefix", "prefix", None), ("dual", "dual", None), ("prefix h=64", "prefix", 64)):
+        ratio = sampler_positions(512, 512, 256, 32, cache, horizon) / sampler_positions(512, 512, 256, 32)
+        assert rows[label].rollout_s == pytest.approx(rows["none"].rollout_s * ratio, rel=1e-12)
+        assert (rows[label].old_s, rows[label].update_s) == (rows["none"].old_s, rows["none"].update_s)
+    assert rows["none"].positions / rows["prefix"].positions == pytest.approx(262_144 / 81_664)
+
+
+def test_tflops_overrides_the_measured_rate_and_a_bad_one_is_a_one_line_error(capsys, tmp_path):
+    from bgpo.cli import main
+
+    measured = time_plan("llada8b-math")
+    assert main(["plan", "--config", "llada8b-math", "--tflops", "250", "--json"]) == 0
+    timed = json.loads(capsys.readouterr().out)["time"]
+    assert (timed["tflops"], timed["source"]) == (250.0, "--tflops")
+    assert timed["rows"][0]["rollout_s"] == pytest.approx(measured.rows[0].rollout_s * measured.tflops / 250)
+    assert main(["plan", "--config", "llada8b-math", "--tflops", "250"]) == 0
+    out = capsys.readouterr().out
+    assert "250 TFLOP/s per GPU, effective, from --tflops" in out and "naive : prefix : dual = 1 : 0.312 : 0.092" in out
+    for bad in ("0", "-5", "nan"):
+        assert main(["plan", "--config", "llada8b-math", "--tflops", bad]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "--tflops must be a positive number" in err and len(err.splitlines()) == 1
+    with pytest.raises(BGPOError, match="pass --tflops"):  # no committed measurement: no invented default
+        time_plan("llada8b-math", data=tmp_path)
+
+
+def test_plan_without_a_measured_rate_still_prints_the_memory_plan(capsys, monkeypatch):
+    from bgpo.cli import main
+
+    monkeypatch.setattr("bgpo.plan.measured_throughput", lambda data=None: None)  # an install without book/data
+    assert main(["plan", "--config", "llada8b-math"]) == 0
+    out = capsys.readouterr().out
+    assert "PEAK per GPU" in out and "time plan: no committed GPU measurement" in out and "TFLOP/s per GPU," not in out
+    assert main(["plan", "--config", "llada8b-math", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["time"] is None
