@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("bgpo.memory", "measure activation memory and time of one update vs n_t"),
     "sft": ("bgpo.sft", "masked-diffusion SFT warm start of a tiny LLaDA on a synthetic task"),
     "experiment": ("bgpo.experiment", "run the small-scale experiment grid of the book"),
+    "cache-study": ("bgpo.cache_study", "does the sampler's KV cache change rollouts? drift, accuracy, ELBO, paired"),
     "variance": ("bgpo.estimator", "gradient noise vs n_t: mask vs rollout variance, SNR, cosine to a reference"),
     "figures": ("bgpo.figures", "redraw the book's figures from data files"),
     "doctor": ("bgpo.doctor", "is this machine ready? environment, kernels, memory, one 8B update, end to end"),

@@ -462,6 +462,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-every", type=int, default=None, help=f"evaluate every k steps (default {d.eval_every})")
     parser.add_argument("--num-test", type=int, default=None,
                         help=f"held-out pool puzzles per evaluation (default {d.num_test})")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                        help="config override for every run (e.g. rollout.cache=prefix); recorded in settings.json")
     parser.add_argument("--workers", type=int, default=1, help="runs trained at once (processes, 1 thread each)")
     parser.add_argument("--ci", action="store_true", help="minutes-scale grid (1 seed, 2 steps, 16 puzzles)")
     parser.add_argument("--finished-only", action="store_true",
@@ -478,7 +480,8 @@ def main(args: argparse.Namespace) -> int:
     arms = tuple(a.strip() for a in args.arms.split(",")) if args.arms else None
     changes = {k: v for k, v in {"init_from": args.init_from, "seeds": args.seeds, "steps": args.steps,
                                  "lr": args.lr, "n_ts": n_ts, "arms": arms, "eval_every": args.eval_every,
-                                 "num_test": args.num_test}.items() if v is not None}
+                                 "num_test": args.num_test, "extra_overrides": args.set or None}.items()
+               if v is not None}
     if args.init_from and not Path(args.init_from, "config.json").is_file():
         raise BGPOError(f"--init-from {args.init_from} holds no config.json; pass a `bgpo sft --out` directory")
     s = dataclasses.replace(s, **changes).check()

@@ -1,0 +1,259 @@
+"""Does the sampler's KV cache change what RL learns from? Drift, accuracy and likelihood, paired.
+
+The cached sampler (``rollout.cache``, :func:`bgpo.diffusion.generate`) reads keys and values that are
+stale by the tokens committed since the last refresh. This study measures, from one policy (the book's
+warm start) on the fixed held-out pool, with common random numbers between samplers (the same sampler
+stream per batch and seed, so the same noise meets the same masked positions while the trajectories agree):
+
+(a) **drift by cache age** (steps since the refresh): at every step of a cached rollout the exact
+    model's logits are computed beside the cached ones on the same sequence; per masked position of the
+    active block ``KL(p_exact || p_cached)``, total variation ``1/2 sum |p_exact - p_cached|`` and top-1
+    agreement; and whether the step commits the same positions with the same tokens when it replays the
+    same noise (:func:`bgpo.diffusion.denoise_step` on a copy of the generator's state);
+(b) **accuracy**, paired per puzzle against the uncached sampler: rollout cell accuracy at the RL
+    temperature over ``seeds`` noise streams, and greedy evaluation accuracy (one token per step);
+(c) **likelihood**: the exact model's ELBO per token of each sampler's rollouts
+    (``mean_j l_j`` over ``n_t`` stratified masks, the same masks for every sampler): how far off-policy a
+    cached rollout is for the policy that is trained on it.
+
+Intervals are 95% bootstrap intervals that resample puzzles and seeds together (greedy: puzzles).
+Positions are counted by the sampler (:class:`bgpo.diffusion.SamplerStats`); wall time is measured side
+by side, the samplers taking turns batch by batch in one process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from bgpo.diffusion import (SamplerStats, StepView, denoise_step, device_generator, draw_masks, elbo_term,
+                            generate)
+from bgpo.errors import BGPOError
+
+OUT = Path("book/data/small-scale/sampler-cache")
+
+
+@dataclass
+class StudySettings:
+    """What the study samples: the policy, the pool, the block settings and the samplers compared."""
+
+    init_from: str = "book/data/small-scale/warm-start"
+    base_config: str = "small-sudoku"
+    num_test: int = 1024  # held-out pool puzzles
+    seeds: int = 4  # sampler noise streams at the RL temperature
+    temperature: float = 1.0  # the RL rollouts' (small-sudoku preset)
+    batch_size: int = 128
+    elbo_n_t: int = 8  # stratified masks per rollout for the exact model's ELBO
+    # block length -> cached samplers compared with `none` (one block: prefix and dual coincide)
+    blocks: dict = field(default_factory=lambda: {20: ["prefix"], 5: ["prefix", "dual"], 4: ["prefix", "dual"]})
+
+    def check(self) -> "StudySettings":
+        if self.seeds < 1 or self.num_test < 1 or self.batch_size < 1 or self.elbo_n_t < 1:
+            raise BGPOError("study settings: seeds, num_test, batch_size and elbo_n_t must be >= 1")
+        for block, modes in self.blocks.items():
+            if 20 % int(block) or not set(modes) <= {"prefix", "dual"}:
+                raise BGPOError(f"study block {block} with samplers {modes}: blocks must divide the 20-token "
+                                f"response, samplers be prefix or dual")
+        return self
+
+
+class DriftMeter:
+    """The trace of a cached rollout: exact vs cached logits at every step, kept by cache age."""
+
+    def __init__(self, model: torch.nn.Module, prompt_len: int, block_length: int, temperature: float,
+                 first_row: int, n_rows: int):
+        self.model, self.P, self.block, self.temperature = model, prompt_len, block_length, temperature
+        self.rows = slice(first_row, first_row + n_rows)
+        self.mask_id = model.config.mask_token_id
+        self.records: list[dict] = []
+
+    def __call__(self, view: StepView) -> None:
+        if view.age == 0:  # a full forward: the cache is fresh, no drift by construction
+            return
+        exact = self.model(view.x, attention_mask=view.attention, logits_positions=view.wanted).logits.double()
+        exact[:, self.mask_id] = -torch.inf
+        p, logp_exact = exact.softmax(-1), exact.log_softmax(-1)  # (K, V)
+        logp_cached = view.logits.log_softmax(-1)
+        kl = (p * (logp_exact - logp_cached)).nan_to_num(0.0).sum(-1)  # (K,)
+        tv = 0.5 * (p - logp_cached.exp()).abs().sum(-1)
+        top1 = (exact.argmax(-1) == view.logits.argmax(-1)).double()
+        start = self.P + view.block * self.block
+        block = view.x[:, start:start + self.block]
+        state = view.generator.get_state()
+        replay = torch.Generator(device=view.generator.device)
+        committed = []
+        for logits in (exact, view.logits):  # the same noise for both: only the logits differ
+            replay.set_state(state)
+            committed.append(denoise_step(logits, block, view.n_commit, mask_id=self.mask_id,
+                                          temperature=self.temperature, remasking="low_confidence",
+                                          generator=replay))
+        same = (committed[0] == committed[1]).all(-1)  # (b,) same positions, same tokens
+        seq = view.wanted.nonzero()[:, 0]  # (K,) the sequence of each position
+        for name, value in (("kl", kl), ("tv", tv), ("top1", top1)):
+            per_seq = torch.zeros(len(view.x), dtype=torch.float64).index_add_(0, seq, value)
+            count = torch.zeros(len(view.x), dtype=torch.float64).index_add_(0, seq, torch.ones_like(value))
+            self.records += [{"row": self.rows.start + r, "age": view.age, "metric": name,
+                              "value": v / c} for r, (v, c) in enumerate(zip(per_seq.tolist(), count.tolist())) if c]
+        self.records += [{"row": self.rows.start + r, "age": view.age, "metric": "same_commit", "value": float(s)}
+                         for r, s in enumerate(same.tolist())]
+
+
+def _load(s: StudySettings):
+    from bgpo.checkpoint import build_model
+    from bgpo.config import load_config
+    from bgpo.data import get_task, load_examples, load_tokenizer
+
+    if not Path(s.init_from, "config.json").is_file():
+        raise BGPOError(f"{s.init_from} holds no config.json: pass the warm start (a `bgpo sft --out` dir)")
+    cfg = load_config(s.base_config, [f"model.init_from={s.init_from}", f"data.num_test={s.num_test}"])
+    model = build_model(cfg.model).eval()
+    task = get_task(cfg.data)
+    return cfg, model, load_tokenizer(cfg.model), task, load_examples(cfg.data, cfg.data.test_split)
+
+
+def _elbo(model, x: torch.Tensor, attention: torch.Tensor, prompt_len: int, n_t: int, seed: int) -> torch.Tensor:
+    """The exact model's ``mean_j l_j`` (nats per token) of each sequence's response, masks from ``seed``."""
+    response = torch.zeros_like(x, dtype=torch.bool)
+    response[:, prompt_len:] = True
+    masks = draw_masks(response, n_t, device_generator(seed, x.device))  # (b, n_t, T)
+    return torch.stack([elbo_term(model, x, masks[:, j], response, attention)[1] for j in range(n_t)], 1).mean(1)
+
+
+def run_study(s: StudySettings, out: str | Path = OUT, progress: bool = True) -> dict:
+    """Sample the pool with every sampler, batch by batch in turns; write the per-puzzle and summary files."""
+    from tqdm.auto import tqdm
+
+    from bgpo.data import encode_prompts
+
+    s.check()
+    cfg, model, tok, task, pool = _load(s)
+    r = cfg.rollout
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows, drift, cost = [], [], []
+    batches = [(i, pool[i:i + s.batch_size]) for i in range(0, len(pool), s.batch_size)]
+    jobs = [(block, seed) for block in s.blocks for seed in [None, *range(s.seeds)]]  # None: greedy
+    bar = tqdm(total=len(jobs) * len(batches), desc="sampler-cache study", disable=not progress)
+    with torch.inference_mode():
+        for block, seed in jobs:
+            modes = ["none", *s.blocks[block]]
+            for first, batch in batches:
+                ids, mask = encode_prompts(tok, task, batch, r.max_prompt_length)
+                P = ids.shape[1]
+                for mode in modes:
+                    kw = dict(gen_length=r.gen_length, steps=r.steps, block_length=block, cache=mode,
+                              temperature=s.temperature if seed is not None else 0.0)
+                    gen_seed = 1_000_003 * (seed or 0) + first  # common random numbers across samplers
+                    stats = SamplerStats()
+                    t0 = time.perf_counter()
+                    x = generate(model, ids, mask, generator=gen_seed, stats=stats, **kw)
+                    cost.append({"block": block, "mode": mode, "greedy": seed is None,
+                                 "seconds": time.perf_counter() - t0, "positions": stats.positions,
+                                 "tokens": stats.tokens, "calls": stats.calls})
+                    completions = tok.batch_decode(x[:, P:], skip_special_tokens=True)
+                    rewards = task.rewards(completions, batch)
+                    attention = torch.cat([mask, torch.ones_like(x[:, P:])], 1)
+                    elbo = _elbo(model, x, attention, P, s.elbo_n_t, 7 + first) if seed is not None else None
+                    rows += [{"block": block, "mode": mode, "seed": -1 if seed is None else seed,
+                              "puzzle": first + j, "reward": float(rewards[j]),
+                              "elbo": None if elbo is None else float(elbo[j])} for j in range(len(batch))]
+                    if mode != "none" and seed == 0:  # the drift trace replays seed 0's rollouts
+                        meter = DriftMeter(model, P, block, s.temperature, first, len(batch))
+                        generate(model, ids, mask, generator=gen_seed, trace=meter, **kw)
+                        drift += [{"block": block, "mode": mode, **rec} for rec in meter.records]
+                bar.update()
+    bar.close()
+    per_puzzle, drift, cost = pd.DataFrame(rows), pd.DataFrame(drift), pd.DataFrame(cost)
+    per_puzzle.to_csv(out / "per_puzzle.csv.gz", index=False)
+    drift_table = drift_by_age(drift)
+    drift_table.to_csv(out / "drift.csv", index=False)
+    summary = {"settings": asdict(s), "pool_size": len(pool), "comparisons": compare(per_puzzle),
+               "cost": cost_table(cost).to_dict(orient="records")}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def bootstrap(diff: np.ndarray, reps: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Mean of a ``(seeds, puzzles)`` array of paired differences and its 95% bootstrap interval.
+
+    Each replicate resamples the seeds and the puzzles with replacement (a two-way bootstrap), so the
+    interval covers the noise of both the sampler streams and the puzzle draw.
+    """
+    rng = np.random.default_rng(seed)
+    S, N = diff.shape
+    means = np.empty(reps)
+    for k in range(reps):
+        means[k] = diff[rng.integers(0, S, S)][:, rng.integers(0, N, N)].mean()
+    lo, hi = np.quantile(means, [0.025, 0.975])
+    return float(diff.mean()), float(lo), float(hi)
+
+
+def compare(per_puzzle: pd.DataFrame) -> list[dict]:
+    """Per (block, cached sampler): paired differences from ``none`` with intervals (module docstring)."""
+    out = []
+    for (block, mode), part in per_puzzle[per_puzzle["mode"] != "none"].groupby(["block", "mode"]):
+        ref = per_puzzle[(per_puzzle["block"] == block) & (per_puzzle["mode"] == "none")]
+        row = {"block": int(block), "mode": mode}
+        for name, greedy, column in (("rollout_accuracy", False, "reward"), ("greedy_accuracy", True, "reward"),
+                                     ("elbo", False, "elbo")):
+            a, b = (frame[(frame.seed < 0) == greedy].pivot(index="seed", columns="puzzle", values=column)
+                    for frame in (part, ref))
+            mean, lo, hi = bootstrap((a - b).to_numpy())
+            row[name] = {"none": float(b.to_numpy().mean()), "cached": float(a.to_numpy().mean()),
+                         "delta": mean, "ci95": [lo, hi], "per_seed": (a - b).mean(axis=1).round(5).tolist()}
+        out.append(row)
+    return out
+
+
+def drift_by_age(drift: pd.DataFrame) -> pd.DataFrame:
+    """Mean and 95% normal interval over puzzles of each drift metric, per (block, mode, age)."""
+    per_seq = drift.groupby(["block", "mode", "age", "metric", "row"])["value"].mean().reset_index()
+    g = per_seq.groupby(["block", "mode", "age", "metric"])["value"]
+    table = g.agg(["mean", "std", "count"]).reset_index()
+    table["ci95"] = 1.96 * table["std"] / np.sqrt(table["count"])
+    return table.drop(columns="std")
+
+
+def cost_table(cost: pd.DataFrame) -> pd.DataFrame:
+    """Positions per generated token and seconds per sampler, summed over batches, with ratios to ``none``."""
+    t = cost.groupby(["block", "mode"])[["seconds", "positions", "tokens", "calls"]].sum().reset_index()
+    t["positions_per_token"] = t["positions"] / t["tokens"]
+    ref = t[t["mode"] == "none"].set_index("block")
+    t["positions_ratio"] = [ref.loc[b, "positions"] / p for b, p in zip(t["block"], t["positions"])]
+    t["speedup"] = [ref.loc[b, "seconds"] / sec for b, sec in zip(t["block"], t["seconds"])]
+    return t.round(4)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d = StudySettings()
+    parser.add_argument("--out", default=str(OUT), help=f"output directory (default {OUT})")
+    parser.add_argument("--init-from", default=d.init_from, help="the policy to sample (a from_pretrained dir)")
+    parser.add_argument("--num-test", type=int, default=d.num_test, help="held-out pool puzzles")
+    parser.add_argument("--seeds", type=int, default=d.seeds, help="noise streams at the RL temperature")
+    parser.add_argument("--blocks", default=None, help="block lengths, comma-separated (default 20,5,4)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def main(args: argparse.Namespace) -> int:
+    s = StudySettings(init_from=args.init_from, num_test=args.num_test, seeds=args.seeds)
+    if args.blocks:
+        try:
+            blocks = [int(b) for b in args.blocks.split(",")]
+        except ValueError:
+            raise BGPOError(f"--blocks expects comma-separated integers like 20,5; got {args.blocks!r}") from None
+        s.blocks = {b: s.blocks.get(b, ["prefix", "dual"]) if b != 20 else ["prefix"] for b in blocks}
+    torch.set_num_threads(1)
+    summary = run_study(s, args.out, progress=not args.no_progress)
+    print(pd.DataFrame(summary["cost"]).to_string(index=False))
+    for c in summary["comparisons"]:
+        print(c["block"], c["mode"], {k: (round(v["delta"], 4), [round(x, 4) for x in v["ci95"]])
+                                      for k, v in c.items() if isinstance(v, dict)})
+    return 0
