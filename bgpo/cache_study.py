@@ -106,6 +106,39 @@ class DriftMeter:
                          for r, s in enumerate(same.tolist())]
 
 
+def exactness_gate(model: torch.nn.Module, prompt_ids: torch.Tensor, attention: torch.Tensor, **sampler) -> dict:
+    """The cached path against the naive sampler (the CI gate; run the model in float64 for <= 1e-10).
+
+    At every step of the naive sampler a cache is filled from that step's sequence and the prefix,
+    prefix-with-horizon and dual windows are run against it: their logits must be the step's own
+    (``max_logit_diff``). Then ``generate`` with each cache and ``refresh=1`` must return the naive
+    sampler's tokens under the same noise (``same_tokens``).
+    """
+    from bgpo.diffusion import cache_window
+    from bgpo.model import KVCache
+
+    block, P = sampler["block_length"], prompt_ids.shape[1]
+    worst, windows = 0.0, 0
+
+    def check(view: StepView) -> None:
+        nonlocal worst, windows
+        start = P + block * view.block
+        for cache, horizon in (("prefix", None), ("prefix", block), ("dual", None)):
+            w = cache_window(cache, start, start + block, view.x.shape[1], horizon)
+            kv = KVCache()
+            model(view.x, attention_mask=view.attention, kv_cache=kv)
+            logits = model(view.x[:, w], kv_cache=kv, window=w, logits_positions=view.wanted[:, w]).logits.double()
+            logits[:, model.config.mask_token_id] = -torch.inf
+            worst = max(worst, (logits - view.logits).abs().nan_to_num(0.0).max().item())
+            windows += 1
+
+    with torch.no_grad():
+        naive = generate(model, prompt_ids, attention, trace=check, **sampler)
+        same = {cache: bool(torch.equal(generate(model, prompt_ids, attention, cache=cache, refresh=1, **sampler),
+                                        naive)) for cache in ("prefix", "dual")}
+    return {"max_logit_diff": worst, "windows_checked": windows, "same_tokens": same}
+
+
 def _load(s: StudySettings):
     from bgpo.checkpoint import build_model
     from bgpo.config import load_config

@@ -535,6 +535,67 @@ def bound_plot(z_range: float = 2.0, n_t: int = 16, seed: int = 0) -> Figure:
     return fig
 
 
+DRIFT_METRICS = {"kl": "KL(exact ‖ cached) per position (nats)", "top1": "top-1 agreement",
+                 "same_commit": "same committed tokens"}
+
+
+def cache_drift(drift: pd.DataFrame) -> Figure:
+    """Drift of the cached sampler by cache age (steps since the refresh), one panel per metric.
+
+    ``drift`` is :func:`bgpo.cache_study.drift_by_age`'s table (``block, mode, age, metric, mean, ci95``);
+    one line per (block length, cache mode) with its 95% band over puzzles.
+    """
+    require_columns(drift, ["block", "mode", "age", "metric", "mean", "ci95"], "cache_drift")
+    fig, axes = plt.subplots(1, len(DRIFT_METRICS), figsize=(COLUMN_WIDTH_IN, 3.2))
+    groups = list(drift.groupby(["block", "mode"], sort=True))
+    colors = _colors([f"{b}-{m}" for (b, m), _ in groups])
+    for ax, (metric, title) in zip(axes, DRIFT_METRICS.items()):
+        for (block, mode), part in groups:
+            part = part[part["metric"] == metric].sort_values("age")
+            color = colors[f"{block}-{mode}"]
+            ax.plot(part["age"], part["mean"], marker="o", ms=3, color=color, label=f"block {block}, {mode}",
+                    ls="-" if mode == "prefix" else "--")
+            ax.fill_between(part["age"], part["mean"] - part["ci95"], part["mean"] + part["ci95"], color=color,
+                            alpha=0.2, lw=0)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("cache age (steps)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels))
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    return fig
+
+
+STEP_PARTS = {"rollout_s": "rollouts (sampler)", "old_s": "old-policy terms", "update_s": "update",
+              "shift_s": "policy-shift forward"}
+
+
+def step_cost(rows: pd.DataFrame | Iterable[Mapping], *, title: str | None = None) -> Figure:
+    """Seconds of one RL step split into its parts, one horizontal bar per sampler setting.
+
+    ``rows`` are :class:`bgpo.plan.TimeRow` records (``label`` or ``cache`` plus the ``*_s`` parts);
+    each bar is annotated with the step's total and the rollouts' share of it.
+    """
+    df = pd.DataFrame(rows)
+    if "label" not in df.columns and "cache" in df.columns:
+        df["label"] = df["cache"]
+    require_columns(df, ["label", *STEP_PARTS], "step_cost")
+    fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, 0.6 * len(df) + 1.6))
+    left = np.zeros(len(df))
+    for (column, name), color in zip(STEP_PARTS.items(), STYLE["axes.prop_cycle"].by_key()["color"]):
+        ax.barh(df["label"], df[column], left=left, color=color, label=name)
+        left += df[column].to_numpy(float)
+    for y, (total, share) in enumerate(zip(left, df["rollout_s"] / left)):
+        ax.text(total, y, f" {total:,.0f} s ({share:.0%} rollouts)", va="center", fontsize=9)
+    ax.set_xlim(0, left.max() * 1.4)
+    ax.invert_yaxis()
+    ax.set_xlabel("seconds per RL step")
+    if title:
+        ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def load_memory_json(path: str | Path) -> tuple[pd.DataFrame, str]:
     """Records written by ``bgpo bench memory --json`` and a label naming the device they were measured on.
 

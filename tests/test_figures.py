@@ -247,3 +247,27 @@ def test_gradient_noise_panels_per_checkpoint_and_the_rollout_floor():
         figures.gradient_noise(pd.DataFrame(rows).drop(columns="checkpoint"))
     plt.close(fig)
     plt.close(fig2)
+
+
+def test_cache_drift_one_panel_per_metric_one_line_per_sampler():
+    from bgpo.figures import DRIFT_METRICS, cache_drift
+
+    rows = [{"block": b, "mode": m, "age": a, "metric": k, "mean": 0.1 * a, "ci95": 0.01}
+            for b, m in ((20, "prefix"), (4, "dual")) for a in (1, 2, 3) for k in DRIFT_METRICS]
+    fig = cache_drift(pd.DataFrame(rows))
+    assert len(fig.axes) == 3 and all(len(ax.lines) == 2 for ax in fig.axes)
+    assert list(fig.axes[0].lines[0].get_xdata()) == [1, 2, 3]
+    with pytest.raises(BGPOError):
+        cache_drift(pd.DataFrame([{"block": 4}]))
+
+
+def test_step_cost_stacks_the_parts_and_labels_the_total():
+    from bgpo.figures import step_cost
+
+    rows = [{"label": "none", "rollout_s": 30.0, "old_s": 2.0, "update_s": 7.0, "shift_s": 1.0},
+            {"label": "dual", "rollout_s": 3.0, "old_s": 2.0, "update_s": 7.0, "shift_s": 1.0}]
+    fig = step_cost(rows)
+    ax = fig.axes[0]
+    assert len(ax.patches) == 8  # 4 parts x 2 settings
+    texts = [t.get_text() for t in ax.texts]
+    assert texts == [" 40 s (75% rollouts)", " 13 s (23% rollouts)"]
