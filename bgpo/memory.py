@@ -16,7 +16,9 @@ repeats interleaved, so the printed ratios compare like with like. The model is 
 device in the target dtype (an 8B shape never exists in float32 on the host). A configuration that runs
 out of GPU memory is a result: it is recorded with ``oom`` set, its memory is freed and the others go on.
 
-``bgpo bench sampler`` times the LLaDA sampler (`bgpo.diffusion.generate`) and reports tokens/s.
+``bgpo bench sampler`` times the LLaDA sampler (`bgpo.diffusion.generate`) and reports tokens/s; with
+``--cache none,prefix,dual`` it measures the KV cache modes side by side, each with the work it did (token
+positions through the model, counted) and its positions and speed relative to the exact sampler (``none``).
 """
 
 from __future__ import annotations
@@ -211,8 +213,9 @@ def bench_memory(preset: str = "small", seq_len: int = 256, prompt_len: int = 64
         if (o, n) in oom:
             records.append(BenchRecord(o, n, None, None, None, label, preset, seq_len, prompt_len, batch, oom=True))
             continue
-        records.append(BenchRecord(o, n, max(m[0] for m in runs), None if runs[0][1] is None else max(m[1] for m in runs),
-                                   statistics.median(m[2] for m in runs), label, preset, seq_len, prompt_len, batch))
+        peak = None if runs[0][1] is None else max(m[1] for m in runs)
+        records.append(BenchRecord(o, n, max(m[0] for m in runs), peak, statistics.median(m[2] for m in runs), label,
+                                   preset, seq_len, prompt_len, batch))
     return records
 
 
@@ -247,49 +250,100 @@ def format_table(records: list[BenchRecord]) -> str:
         peak = "-" if row["peak_bytes"] is None else f"{row['peak_bytes'] / 2**20:.1f}"
         vs = "-" if row["time_vs_elbo"] is None else f"{row['time_vs_elbo']:.3f}"
         lines.append(f"{row['objective']:<9} {row['n_t']:>4} {row['activation_bytes'] / 2**20:>15.2f} "
-                     f"{row['memory_ratio']:>10.2f} {peak:>9} {row['seconds']:>8.3f} {row['time_ratio']:>10.2f} {vs:>11}")
+                     f"{row['memory_ratio']:>10.2f} {peak:>9} {row['seconds']:>8.3f} {row['time_ratio']:>10.2f} "
+                     f"{vs:>11}")
     return "\n".join(lines)
 
 
 def bench_sampler(preset: str = "small", batch: int = 8, prompt_len: int = 64, gen_length: int = 64,
                   steps: int = 64, block_length: int = 32, temperature: float = 0.6, repeats: int = 3,
                   device: str = "cpu", dtype: str = "float32", n_layers: int | None = None, seed: int = 0,
-                  generators: tuple[str, ...] = ("device",)) -> list[dict]:
-    """Tokens per second of `bgpo.diffusion.generate` (``batch x gen_length`` tokens per call, median time).
+                  generators: tuple[str, ...] = ("device",), caches: tuple[str, ...] = ("none",),
+                  horizon: int | None = None, refresh: int | None = None, eos_exit: bool = False) -> list[dict]:
+    """Tokens per second and counted work of `bgpo.diffusion.generate`, one row per ``cache x generator``.
+
+    Every configuration runs on the same model, prompts and seed; the repeats take turns, in alternating
+    order (ABC, CBA, ...), so a slow spell of a shared machine hits every configuration alike and the
+    ratios compare like with like. ``seconds`` is the median of ``repeats`` timed calls after one warm-up
+    round; a call makes ``batch x gen_length`` tokens. ``positions`` (per call, all sequences), ``calls``
+    and ``full_calls`` are counted by :class:`bgpo.diffusion.SamplerStats` in the last call (the same in
+    every call: same seed). ``positions_ratio`` and ``speedup`` compare with the ``none`` row of the same
+    generator (None when ``none`` is not among ``caches``).
 
     ``generators``: "device" draws the noise from a generator on ``device`` (an int seed, as a run does),
-    "cpu" from a host generator copied to the device each step (the slow path on a GPU), side by side.
+    "cpu" from a host generator copied to the device each step (the slow path on a GPU). ``horizon`` goes to
+    the prefix cache, ``refresh`` to both caches (`generate` refuses them elsewhere); ``eos_exit`` to every mode.
     """
-    from bgpo.diffusion import generate
+    from bgpo.diffusion import SamplerStats, check_sampler, generate
 
     for g in generators:
         if g not in ("device", "cpu"):
             raise BGPOError(f"--generators takes device and/or cpu, got {g!r}")
+    if not caches or len(set(caches)) < len(caches):
+        raise BGPOError(f"--cache takes distinct modes, comma-separated (none,prefix,dual), got {list(caches)}")
+    if horizon is not None and "prefix" not in caches:
+        raise BGPOError(f"--horizon {horizon} applies to the prefix cache: add prefix to --cache")
+    if refresh is not None and set(caches) <= {"none"}:
+        raise BGPOError(f"--refresh {refresh} refills a cache: add prefix or dual to --cache")
+    if repeats < 1:
+        raise BGPOError(f"--repeats must be >= 1 (timed calls per configuration), got {repeats}")
+    settings = {m: (horizon if m == "prefix" else None, refresh if m != "none" else None) for m in caches}
+    for mode, (h, r) in settings.items():
+        check_sampler(gen_length, steps, block_length, mode, h, r)  # a one-line error before any model is built
     model = build_bench_model(preset, device, dtype, n_layers, seed).eval()
     ids = synthetic_rollouts(model.config.vocab_size, batch, prompt_len + 1, prompt_len, batch,
                              torch.device(device), seed)[0][:, :prompt_len]  # (batch, prompt_len)
-    kw = dict(gen_length=gen_length, steps=steps, block_length=block_length, temperature=temperature)
-    times: dict[str, list[float]] = {g: [] for g in generators}
-    for i in range(repeats + 1):  # interleaved repeats; the first pass warms up
-        for g in generators:
+    kw = dict(gen_length=gen_length, steps=steps, block_length=block_length, temperature=temperature,
+              eos_exit=eos_exit)
+    grid = [(m, g) for m in caches for g in generators]
+    times: dict[tuple[str, str], list[float]] = {k: [] for k in grid}
+    stats: dict[tuple[str, str], SamplerStats] = {}
+    for i in range(repeats + 1):  # interleaved repeats in alternating order; the first round warms up
+        for mode, g in grid if i % 2 == 0 else grid[::-1]:
             gen = seed if g == "device" else torch.Generator().manual_seed(seed)
-            if device == "cuda":
-                torch.cuda.synchronize()
+            stats[mode, g] = SamplerStats()
+            _sync(device)
             start = time.perf_counter()
-            generate(model, ids, generator=gen, **kw)
-            if device == "cuda":
-                torch.cuda.synchronize()
+            generate(model, ids, generator=gen, cache=mode, horizon=settings[mode][0], refresh=settings[mode][1],
+                     stats=stats[mode, g], **kw)
+            _sync(device)
             if i:
-                times[g].append(time.perf_counter() - start)
+                times[mode, g].append(time.perf_counter() - start)
     label = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+    seconds = {k: statistics.median(v) for k, v in times.items()}
     rows = []
-    for g in generators:
-        seconds = statistics.median(times[g])
-        rows.append({"generator": g, "seconds": seconds, "tokens_per_s": batch * gen_length / seconds,
+    for mode, g in grid:
+        st, base = stats[mode, g], stats.get(("none", g))
+        rows.append({"generator": g, "seconds": seconds[mode, g], "tokens_per_s": batch * gen_length / seconds[mode, g],
                      "batch": batch, "prompt": prompt_len, "gen": gen_length, "steps": steps,
                      "block_length": block_length, "preset": preset, "layers": model.config.n_layers,
-                     "dtype": dtype, "device": label})
+                     "dtype": dtype, "device": label, "cache": mode, "horizon": settings[mode][0],
+                     "refresh": settings[mode][1], "eos_exit": eos_exit, "positions": st.positions,
+                     "positions_per_seq": st.positions / batch, "positions_per_token": st.per_token,
+                     "calls": st.calls, "full_calls": st.full,
+                     "positions_ratio": None if base is None else st.positions / base.positions,
+                     "speedup": None if base is None else seconds["none", g] / seconds[mode, g]})
     return rows
+
+
+def format_sampler_table(rows: list[dict]) -> str:
+    """:func:`bench_sampler`'s rows as one plain-text table (ratios to ``none`` of the same generator)."""
+    lines = [f"{'cache':<14} {'generator':<9} {'positions':>10} {'/seq':>9} {'/token':>7} {'calls':>6} "
+             f"{'full':>5} {'seconds':>8} {'tokens/s':>10} {'pos/none':>8} {'speed-up':>8}"]
+    for r in rows:
+        name = r["cache"] + (f" h={r['horizon']}" if r["horizon"] is not None else "") + \
+            (f" r={r['refresh']}" if r["refresh"] is not None else "")
+        ratio = "-" if r["positions_ratio"] is None else f"{r['positions_ratio']:.3f}"
+        speedup = "-" if r["speedup"] is None else f"{r['speedup']:.2f}x"
+        lines.append(f"{name:<14} {r['generator']:<9} {r['positions']:>10,d} {r['positions_per_seq']:>9,.1f} "
+                     f"{r['positions_per_token']:>7.2f} {r['calls']:>6d} {r['full_calls']:>5d} {r['seconds']:>8.3f} "
+                     f"{r['tokens_per_s']:>10.1f} {ratio:>8} {speedup:>8}")
+    return "\n".join(lines)
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -314,7 +368,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--n-t", default="1,4,16,32", help="comma-separated MC sample counts")
     p.add_argument("--objectives", default=",".join(OBJECTIVES), help="comma-separated: bgpo,elbo,d1")
     p.add_argument("--gradient-checkpointing", action="store_true", help="recompute block activations in backward")
-    s = sub.add_parser("sampler", help="tokens/s of the LLaDA sampler (bgpo.diffusion.generate)")
+    s = sub.add_parser("sampler", help="tokens/s and counted work of the LLaDA sampler per KV cache mode "
+                       "(bgpo.diffusion.generate)")
     _common(s)
     s.add_argument("--prompt-len", type=int, default=64, help="prompt tokens")
     s.add_argument("--gen-length", type=int, default=64, help="generated tokens per sequence")
@@ -322,6 +377,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--block-length", type=int, default=32, help="semi-autoregressive block length")
     s.add_argument("--temperature", type=float, default=0.6, help="Gumbel temperature (0 = greedy)")
     s.add_argument("--generators", default="device", help="comma-separated: device (a run's), cpu (host noise)")
+    s.add_argument("--cache", default="none", help="comma-separated sampler KV cache modes measured side by side: "
+                   "none (exact), prefix, dual")
+    s.add_argument("--horizon", type=int, default=None, help="with prefix: masked suffix positions computed per step")
+    s.add_argument("--refresh", type=int, default=None, help="with prefix/dual: refill the cache every k steps")
+    s.add_argument("--eos-exit", action="store_true", help="a sequence whose block ended in EOS leaves the batch")
 
 
 def _ints(text: str, flag: str) -> tuple[int, ...]:
@@ -329,6 +389,10 @@ def _ints(text: str, flag: str) -> tuple[int, ...]:
         return tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
         raise BGPOError(f"{flag} must be comma-separated integers, e.g. 1,4,16,32 (got {text!r})") from None
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in text.split(",") if v.strip())
 
 
 def _write(path: Path | None, rows: list[dict]) -> None:
@@ -342,12 +406,13 @@ def main(args: argparse.Namespace) -> int:
     if args.bench == "sampler":
         rows = bench_sampler(args.preset, args.batch, args.prompt_len, args.gen_length, args.steps,
                              args.block_length, args.temperature, args.repeats, args.device, args.dtype,
-                             args.layers, args.seed, tuple(g.strip() for g in args.generators.split(",") if g.strip()))
-        fastest = max(r["tokens_per_s"] for r in rows)
-        for r in rows:
-            print(f"generator {r['generator']:<6} {r['seconds']:8.3f} s {r['tokens_per_s']:10.1f} tokens/s "
-                  f"(x{r['tokens_per_s'] / fastest:.2f} of the fastest)")
-        print(f"device: {rows[0]['device']}")
+                             args.layers, args.seed, _names(args.generators), _names(args.cache), args.horizon,
+                             args.refresh, args.eos_exit)
+        print(format_sampler_table(rows))
+        r = rows[0]
+        print(f"device: {r['device']}; {r['preset']} ({r['layers']} layers, {r['dtype']}), {r['batch']} sequences x "
+              f"{r['prompt']} prompt + {r['gen']} generated, {r['steps']} steps, blocks of {r['block_length']}; "
+              f"median of {args.repeats} interleaved repeats")
         _write(args.json, rows)
         return 0
     records = bench_memory(args.preset, args.seq_len, args.prompt_len, args.batch, _ints(args.n_t, "--n-t"),

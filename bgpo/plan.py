@@ -21,8 +21,11 @@ compute in ``c`` bytes (2 with bf16 weights or bf16 mixed precision)::
                   graph (allocating every gradient) while the other samples' activations wait
                 = max(A(n) + h(n), G)                                one sample (n_t = 1, d1)
     step peak   = static + G + 2 x (largest parameter) x w           the optimiser step's temporaries
-    rollout     = static + b_gen T (6 d + 3 h) c + b_gen B V (c + 4 x 8)    sampler: one layer's temporaries and the
-                  current block's logits in float64 (softmax, Gumbel noise; B = block_length)
+    rollout     = static + b_gen T (6 d + 3 h) c + b_gen B V (c + 4 x 8)  [+ 2 x n_layers x b_gen T kv c]
+                  sampler: one layer's temporaries and the current block's logits in float64 (softmax, Gumbel
+                  noise; B = block_length); [with rollout.cache prefix or dual] its KV cache, held for the whole
+                  rollout: keys and values (2) of every layer and position, kv = n_kv_heads x head_dim
+                  (bgpo.model.KVCache; a window step's own temporaries are smaller than a full step's)
     peak        = max(static + gathered + update peak, step peak, rollout)
 
 with n = b L (every response token masked: the worst case) for one sample, b (L + 0.15 P) for d1, and
@@ -220,6 +223,8 @@ def plan(config: Config | str | Path, *, objective: str | None = None, n_t: int 
     step_peak = static + grads_gb + 2 * largest * w / GB
     b_gen = cfg.rollout.batch_size or local
     sampler = b_gen * T * (6 * d + 3 * m.mlp_hidden_size) * c + b_gen * cfg.rollout.block_length * V * (c + 4 * 8)
+    if cfg.rollout.cache != "none":  # every layer's keys and values of the whole batch, kept between steps
+        sampler += 2 * m.n_layers * b_gen * T * m.n_kv_heads * (d // m.n_heads) * c
     rollout_peak = static + gathered_gb + sampler / GB
     total = max(train_peak, step_peak, rollout_peak)
     return MemoryPlan(objective, n_t, gpus, gpu_memory_gb, P, b, T, params_gb, grads_gb, optim_gb, gathered_gb,

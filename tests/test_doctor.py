@@ -60,8 +60,58 @@ def test_sampler_speed_needs_a_gpu_but_the_seed_repeats(report):
     assert rows["device-generator tokens/s"]["status"] == doctor.NEEDS_GPU
     assert "1,215" in rows["device-generator tokens/s"]["threshold"]  # 15 x 81 tokens/s
     assert rows["same seed, same tokens (device generator)"]["status"] == doctor.PASS
-    runs = _check(report, "sampler")["figures"]["runs"]
-    assert [r["generator"] for r in runs] == ["device", "cpu"] and all(r["tokens_per_s"] > 0 for r in runs)
+    figures = _check(report, "sampler")["figures"]
+    runs = figures["runs"]
+    assert [(r["generator"], r["cache"]) for r in runs] == [("device", "none"), ("device", "prefix"),
+                                                             ("device", "dual"), ("cpu", "none")]
+    assert all(r["tokens_per_s"] > 0 for r in runs) and figures["device_over_cpu"] > 0
+
+
+def test_sampler_reports_every_cache_mode_and_refresh_1_is_exact(report):
+    from bgpo.diffusion import sampler_positions
+
+    rows = _rows(report, "sampler")
+    s = doctor.SIZES["cpu"].sampler
+    caches = _check(report, "sampler")["figures"]["caches"]
+    assert list(caches) == ["none", "prefix", "dual"]
+    for mode, figures in caches.items():
+        positions = sampler_positions(s["prompt_len"], s["gen_length"], s["steps"], s["block_length"], mode)
+        assert figures["positions_per_token"] == pytest.approx(positions / s["gen_length"])
+        assert figures["tokens_per_s"] > 0 and figures["speedup"] > 0
+        row = rows[f"cache {mode}: tokens/s, positions/token, speed-up vs none"]
+        assert row["status"] == doctor.INFO and "tok/s" in row["measured"]
+    assert (caches["none"]["speedup"], caches["none"]["positions_ratio"]) == (1.0, 1.0)
+    assert caches["dual"]["positions_ratio"] <= caches["prefix"]["positions_ratio"] < 1  # equal with one block
+    for mode in ("prefix", "dual"):
+        assert rows[f"cache {mode}, refresh=1: the exact sampler's tokens (same seed)"]["status"] == doctor.PASS
+    assert _check(report, "sampler")["figures"]["refresh1_identical"] == {"prefix": True, "dual": True}
+
+
+def test_a_cached_sampler_that_drifts_fails_the_refresh_1_criterion(monkeypatch, tmp_path):
+    """The criterion can fail: a cached path that changes one token is caught (tiny model, CPU)."""
+    from bgpo import diffusion
+
+    real = diffusion.generate
+
+    def drifting(*args, cache="none", **kw):
+        out = real(*args, cache=cache, **kw)
+        if cache != "none":
+            out[0, -1] += 1
+        return out
+
+    monkeypatch.setattr(diffusion, "generate", drifting)
+    c = doctor.run_check("sampler", doctor.sampler, doctor.Context(doctor.SIZES["cpu"], tmp_path, None, 0), 30)
+    rows = {r.criterion: r for r in c.rows}
+    assert c.status == doctor.FAIL
+    assert rows["cache dual, refresh=1: the exact sampler's tokens (same seed)"].measured == "1 tokens differ"
+    assert rows["same seed, same tokens (device generator)"].status == doctor.PASS
+
+
+def test_committed_reports_without_cache_figures_still_load():
+    """Reports written before the cache rows (book/data/*/doctor.json) frame as before: the schema only grew."""
+    for path in sorted((REPO / "book" / "data").glob("*/doctor.json")):
+        report = json.loads(path.read_text())
+        assert len(doctor.summary_frame(report)) == len(report["summary"]) > 0
 
 
 def test_memory_is_flat_for_bgpo_linear_for_elbo_and_planned(report):

@@ -33,7 +33,8 @@ def test_bgpo_memory_is_flat_and_elbo_grows_linearly_in_n_t():
     assert by["elbo", 1].activation_bytes == pytest.approx(by["bgpo", 1].activation_bytes, rel=1e-3)
     assert 3.8 <= by["elbo", 4].activation_bytes / by["elbo", 1].activation_bytes <= 4.0
     rows = {(r["objective"], r["n_t"]): r for r in ratios(records)}
-    assert rows["elbo", 4]["memory_ratio"] == pytest.approx(by["elbo", 4].activation_bytes / by["elbo", 1].activation_bytes)
+    elbo_ratio = by["elbo", 4].activation_bytes / by["elbo", 1].activation_bytes
+    assert rows["elbo", 4]["memory_ratio"] == pytest.approx(elbo_ratio)
     assert rows["bgpo", 1]["time_vs_elbo"] > 0
 
 
@@ -91,3 +92,46 @@ def test_bench_sampler_reports_tokens_per_second(tmp_path, capsys):
     assert all(r["tokens_per_s"] == pytest.approx(2 * 8 / r["seconds"]) for r in rows)
     assert "tokens/s" in capsys.readouterr().out
     assert cli(["bench", "sampler", "--preset", "tiny", "--generators", "gpu"]) == 2
+    assert rows[0]["cache"] == "none"  # without --cache: the exact sampler, as before
+
+
+def test_bench_sampler_measures_every_cache_mode_with_its_counted_positions(tmp_path, capsys):
+    from bgpo.diffusion import sampler_positions
+
+    out = tmp_path / "sampler.json"
+    assert cli(["bench", "sampler", "--preset", "tiny", "--batch", "3", "--prompt-len", "5", "--gen-length", "8",
+                "--steps", "8", "--block-length", "4", "--repeats", "1", "--cache", "none,prefix,dual",
+                "--horizon", "2", "--refresh", "2", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert [r["cache"] for r in rows] == ["none", "prefix", "dual"]
+    table = capsys.readouterr().out.splitlines()
+    printed = {line.split()[0]: line.split() for line in table[1:4]}
+    assert list(printed) == ["none", "prefix", "dual"] and table[0].split()[0] == "cache"
+    naive = sampler_positions(5, 8, 8, 4)
+    for r in rows:
+        horizon, refresh = (2 if r["cache"] == "prefix" else None), (None if r["cache"] == "none" else 2)
+        assert (r["horizon"], r["refresh"]) == (horizon, refresh)
+        expected = sampler_positions(5, 8, 8, 4, r["cache"], horizon, refresh)
+        assert r["positions"] == 3 * expected and r["positions_per_seq"] == expected
+        assert r["positions_per_token"] == pytest.approx(expected / 8)
+        assert r["positions_ratio"] == pytest.approx(expected / naive) and r["calls"] == 8
+        cells = printed[r["cache"]]
+        assert int(cells[-9].replace(",", "")) == 3 * expected  # the positions column, as printed
+        assert cells[-2] == f"{r['positions_ratio']:.3f}" and r["tokens_per_s"] > 0
+    assert rows[0]["full_calls"] == 8 and rows[0]["positions_ratio"] == 1.0 and rows[0]["speedup"] == 1.0
+    assert printed["none"][-2:] == ["1.000", "1.00x"]
+    assert rows[2]["full_calls"] == 4  # two blocks: their first step and step 2 (refresh=2) of each
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--cache", "none,fast"], "sampler cache must be one of none, prefix, dual; got 'fast'"),
+    (["--cache", "none,none"], "distinct modes"),
+    (["--cache", "dual", "--horizon", "4"], "--horizon 4 applies to the prefix cache"),
+    (["--refresh", "2"], "--refresh 2 refills a cache"),
+    (["--cache", "prefix", "--refresh", "0"], "refresh=0"),
+    (["--repeats", "0"], "--repeats must be >= 1"),
+])
+def test_bench_sampler_bad_flags_are_one_line_errors(argv, message, capsys):
+    assert cli(["bench", "sampler", "--preset", "tiny", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1

@@ -60,6 +60,19 @@ def test_bgpo_memory_is_flat_in_n_t_and_elbo_grows_linearly():
                                                           ("d1", 1)}
 
 
+@pytest.mark.parametrize("cache", ["prefix", "dual"])
+def test_a_sampler_cache_adds_its_keys_and_values_to_the_rollout_peak(cache):
+    """2 (keys, values) x n_layers x b_gen x T x (n_kv_heads x head_dim) x c bytes, and nothing else moves."""
+    base = ["rollout.batch_size=8", "model.dtype=bfloat16"]
+    none = plan(load_config("llada8b-math", base), gpus=1)
+    cached = plan(load_config("llada8b-math", [*base, f"rollout.cache={cache}"]), gpus=1)
+    m = preset_config("llada-8b")
+    kv_bytes = 2 * m.n_layers * 8 * (512 + 512) * m.n_kv_heads * (m.d_model // m.n_heads) * 2
+    assert kv_bytes == 2 * 32 * 8 * 1024 * 4096 * 2  # LLaDA-8B: 32 layers, 32 kv heads of 128: 4.3 GB
+    assert cached.rollout_peak_gb * 1e9 - none.rollout_peak_gb * 1e9 == pytest.approx(kv_bytes, rel=1e-9)
+    assert (cached.train_peak_gb, cached.step_peak_gb) == (none.train_peak_gb, none.step_peak_gb)
+
+
 def test_plan_cli_prints_the_table(capsys):
     from bgpo.cli import main
 
