@@ -24,6 +24,7 @@ by side, the samplers taking turns batch by batch in one process.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -39,6 +40,7 @@ from bgpo.diffusion import (SamplerStats, StepView, denoise_step, device_generat
 from bgpo.errors import BGPOError
 
 OUT = Path("book/data/small-scale/sampler-cache")
+RL_DIR = Path("book/data/small-scale/cache-rl")  # one grid per sampler cache: <RL_DIR>/<cache>/
 
 
 @dataclass
@@ -137,6 +139,21 @@ def exactness_gate(model: torch.nn.Module, prompt_ids: torch.Tensor, attention: 
         same = {cache: bool(torch.equal(generate(model, prompt_ids, attention, cache=cache, refresh=1, **sampler),
                                         naive)) for cache in ("prefix", "dual")}
     return {"max_logit_diff": worst, "windows_checked": windows, "same_tokens": same}
+
+
+def tiny_gate(seed: int = 0) -> dict:
+    """:func:`exactness_gate` on a random tiny model in float64: three left-padded prompts (0, 1 and 2 pad
+    tokens), 12 tokens in blocks of 4, temperature 0.7 (the book's and CI's gate)."""
+    from bgpo.model import LLaDAModelLM, preset_config
+
+    torch.manual_seed(seed)
+    model = LLaDAModelLM(preset_config("tiny")).double().eval()
+    ids = torch.randint(10, model.config.vocab_size - 10, (3, 6))
+    attention = torch.ones_like(ids)
+    for row in (1, 2):
+        ids[row, :row], attention[row, :row] = model.config.pad_token_id, 0
+    return exactness_gate(model, ids, attention, gen_length=12, steps=12, block_length=4, temperature=0.7,
+                          generator=seed)
 
 
 def _load(s: StudySettings):
@@ -265,6 +282,162 @@ def cost_table(cost: pd.DataFrame) -> pd.DataFrame:
     return t.round(4)
 
 
+def count_positions(prompt_len: int, gen_length: int, steps: int, block_length: int,
+                    modes: tuple[str, ...] = ("none", "prefix", "dual"), seed: int = 0) -> pd.DataFrame:
+    """Token positions per sequence each sampler sends through the model, *counted* by running it (a tiny
+    random model on one random prompt of ``prompt_len`` tokens), beside :func:`sampler_positions`'s closed
+    form and the ratio to the naive sampler. The count does not depend on the weights: only the shapes."""
+    from bgpo.diffusion import sampler_positions
+    from bgpo.model import LLaDAModelLM, preset_config
+
+    torch.manual_seed(seed)
+    model = LLaDAModelLM(preset_config("tiny")).eval()
+    prompt = torch.randint(10, model.config.vocab_size - 10, (1, prompt_len))
+    rows = []
+    for mode in modes:
+        stats = SamplerStats()
+        generate(model, prompt, gen_length=gen_length, steps=steps, block_length=block_length, cache=mode,
+                 temperature=1.0, generator=seed, stats=stats)
+        rows.append({"cache": mode, "counted": stats.positions, "closed form": sampler_positions(
+            prompt_len, gen_length, steps, block_length, mode), "per token": stats.per_token,
+            "model calls": stats.calls, "full-sequence calls": stats.full})
+    table = pd.DataFrame(rows)
+    table["naive / this"] = table["counted"].iloc[0] / table["counted"] if modes[0] == "none" else np.nan
+    return table
+
+
+def harm_table(summary: dict, scale: float = 100.0) -> pd.DataFrame:
+    """One row per (block length, cached sampler) of the study's ``summary.json``: counted positions and
+    measured speed-up against ``none``, and the paired differences with their 95% intervals (accuracy in
+    points of cell accuracy, ELBO in nats per token), and which of them exclude 0."""
+    cost = pd.DataFrame(summary["cost"])
+    rows = []
+    for c in summary["comparisons"]:
+        row = cost[(cost["block"] == c["block"]) & (cost["mode"] == c["mode"])].iloc[0]
+        entry = {"block": c["block"], "cache": c["mode"], "positions ÷": row["positions_ratio"],
+                 "speed-up": row["speedup"]}
+        moved: list[str] = []
+        for key, name, unit, digits in (("rollout_accuracy", "rollout acc. Δ", scale, 2),
+                                        ("greedy_accuracy", "greedy acc. Δ", scale, 2), ("elbo", "ELBO Δ", 1.0, 4)):
+            d = c[key]
+            entry[name] = (f"{unit * d['delta']:+.{digits}f} [{unit * d['ci95'][0]:+.{digits}f}, "
+                           f"{unit * d['ci95'][1]:+.{digits}f}]")
+            if not d["ci95"][0] <= 0.0 <= d["ci95"][1]:
+                moved.append(name.removesuffix(" Δ"))
+        entry["interval excludes 0"] = ", ".join(moved) or "none"
+        rows.append(entry)
+    return pd.DataFrame(rows)
+
+
+def rl_runs(rl_dir: str | Path = RL_DIR) -> pd.DataFrame:
+    """Every finished run of the RL test, one row each: its sampler cache, arm, seed, final accuracy, change
+    from the warm start, and its mean seconds and counted sampler positions per step (``metrics.jsonl``)."""
+    from bgpo.experiment import read_jsonl
+
+    rows = []
+    for summary in sorted(Path(rl_dir).glob("*/runs/*/summary.json")):
+        grid, run = summary.parents[2], summary.parent
+        warm = json.loads((grid / "initial.json").read_text())["cell_accuracy"]
+        s, metrics = json.loads(summary.read_text()), pd.DataFrame(read_jsonl(run / "metrics.jsonl"))
+        rows.append({"cache": grid.name, "arm": s["arm"], "seed": s["seed"], "reward": s["reward"],
+                     "final": s["final_cell_accuracy"], "delta_vs_warm": s["final_cell_accuracy"] - warm,
+                     "rollout_s": metrics["rollout_s"].mean(), "step_s": metrics[["rollout_s", "old_s", "update_s"]]
+                     .sum(axis=1).mean(), "positions": metrics["rollout_positions"].mean(), "wall_s": s["wall_s"]})
+    if not rows:
+        raise BGPOError(f"{rl_dir} holds no finished run (*/runs/*/summary.json): run the RL test first")
+    return pd.DataFrame(rows)
+
+
+def rl_per_puzzle(rl_dir: str | Path = RL_DIR, arm: str = "bgpo-nt16", progress: bool = True) -> pd.DataFrame:
+    """Greedy per-puzzle cell accuracy of the warm start and of each finished run's final weights (``final/``,
+    not committed) on the pool, added to ``<rl_dir>/per_puzzle.csv.gz`` (runs already there are skipped): what
+    the paired intervals resample."""
+    from tqdm.auto import tqdm
+
+    from bgpo.checkpoint import build_model
+    from bgpo.config import load_config
+    from bgpo.data import get_task, load_examples, load_tokenizer
+    from bgpo.evaluate import evaluate_examples
+
+    runs = sorted(Path(rl_dir).glob(f"*/runs/{arm}-s*/final/config.json"))
+    if not runs:
+        raise BGPOError(f"no {arm} run with final/ weights under {rl_dir}: run the RL test on this machine first")
+    cfg = load_config(runs[0].parents[1] / "config.yaml")
+    task, tok = get_task(cfg.data), load_tokenizer(cfg.model)
+    pool = load_examples(cfg.data, cfg.data.test_split)
+    out = Path(rl_dir) / "per_puzzle.csv.gz"
+    done = pd.read_csv(out) if out.is_file() else pd.DataFrame(columns=["run", "cache", "seed", "puzzle", "reward"])
+    frames = [done]
+    for weights in tqdm([Path(cfg.model.init_from), *[r.parent for r in runs]], desc="per-puzzle evaluation",
+                        disable=not progress):
+        run = weights.parent
+        label = ("warm start", "warm", -1) if weights == Path(cfg.model.init_from) else \
+            (run.name, run.parents[1].name, int(run.name.rsplit("-s", 1)[1]))
+        if ((done["run"] == label[0]) & (done["cache"] == label[1])).any():
+            continue  # evaluated before: the weights of a finished run do not change
+        model = build_model(dataclasses.replace(cfg.model, init_from=str(weights))).eval()
+        with torch.inference_mode():
+            records = evaluate_examples(model, tok, task, pool, cfg)["records"]
+        frames.append(pd.DataFrame([{"run": label[0], "cache": label[1], "seed": label[2], "puzzle": r["index"],
+                                     "reward": r["reward"]} for r in records]))
+    frame = pd.concat(frames, ignore_index=True)
+    frame.to_csv(out, index=False)
+    return frame
+
+
+def rl_verdict(per_puzzle: pd.DataFrame, cached: str = "prefix", reference: str = "none") -> dict:
+    """Is the cached arm's paired change from the warm start within the uncached arm's noise?
+
+    Per seed and puzzle, ``d = reward(run) - reward(warm start)``; for each sampler the mean change with its
+    two-way (seeds x puzzles) 95% interval, and the paired difference cached - uncached (same seed, same
+    puzzle) with its interval. "Within noise": the difference's interval holds 0.
+    """
+    warm = per_puzzle[per_puzzle["cache"] == "warm"].set_index("puzzle")["reward"]
+    deltas = {}
+    for cache in (cached, reference):
+        part = per_puzzle[per_puzzle["cache"] == cache].pivot(index="seed", columns="puzzle", values="reward")
+        deltas[cache] = part - warm[part.columns].to_numpy()
+    seeds = sorted(set(deltas[cached].index) & set(deltas[reference].index))
+    if not seeds:
+        raise BGPOError(f"no seed finished under both samplers ({cached}, {reference}): nothing to pair")
+    out = {"seeds": seeds}
+    for cache, d in deltas.items():
+        mean, lo, hi = bootstrap(d.loc[seeds].to_numpy())
+        out[cache] = {"delta_vs_warm": mean, "ci95": [lo, hi], "per_seed": d.loc[seeds].mean(axis=1).tolist()}
+    mean, lo, hi = bootstrap((deltas[cached].loc[seeds] - deltas[reference].loc[seeds]).to_numpy())
+    out["difference"] = {"mean": mean, "ci95": [lo, hi], "within_noise": bool(lo <= 0.0 <= hi)}
+    return out
+
+
+ACCURACY_MARGIN = 0.01  # +-1 point of cell accuracy: a quarter of the grid's best RL gain (+4.4 points)
+
+
+def supported_cache(summary: dict, verdict: dict | None, margin: float = ACCURACY_MARGIN) -> dict:
+    """The cache the evidence supports: the fastest of ``dual``, ``prefix`` that passes, else ``none``.
+
+    A cache passes when, at every block length it was measured at, the 95% intervals of its paired rollout
+    and greedy accuracy differences lie within ``+-margin`` (equivalence, not merely "no significant
+    difference"), and the RL test (run at the RL block, where prefix and dual coincide) found its change
+    from the warm start within the naive sampler's noise. Drift and the ELBO shift are reported, not gated.
+    """
+    reasons: dict[str, list[str]] = {"dual": [], "prefix": []}
+    for c in summary["comparisons"]:
+        for key in ("rollout_accuracy", "greedy_accuracy"):
+            lo, hi = c[key]["ci95"]
+            if c["mode"] in reasons and not -margin <= lo <= hi <= margin:
+                reasons[c["mode"]].append(f"block {c['block']}: {key} interval [{lo:+.4f}, {hi:+.4f}] "
+                                          f"leaves +-{margin:g}")
+    for mode in reasons:
+        if not any(c["mode"] == mode for c in summary["comparisons"]):
+            reasons[mode].append("not measured")
+        if verdict is None:
+            reasons[mode].append("no RL test yet")
+        elif not verdict["difference"]["within_noise"]:
+            reasons[mode].append("the RL test's paired difference excludes 0")
+    default = next((mode for mode in ("dual", "prefix") if not reasons[mode]), "none")
+    return {"default": default, "margin": margin, "reasons": reasons}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = StudySettings()
     parser.add_argument("--out", default=str(OUT), help=f"output directory (default {OUT})")
@@ -272,10 +445,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-test", type=int, default=d.num_test, help="held-out pool puzzles")
     parser.add_argument("--seeds", type=int, default=d.seeds, help="noise streams at the RL temperature")
     parser.add_argument("--blocks", default=None, help="block lengths, comma-separated (default 20,5,4)")
+    parser.add_argument("--rl", default=None, metavar="DIR",
+                        help=f"instead of the study: evaluate the RL test's finished runs per puzzle (e.g. {RL_DIR}),"
+                             " write DIR/per_puzzle.csv.gz and print the paired verdict")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def main(args: argparse.Namespace) -> int:
+    torch.set_num_threads(1)
+    if args.rl:
+        verdict = rl_verdict(rl_per_puzzle(args.rl, progress=not args.no_progress))
+        print(json.dumps(verdict, indent=2))
+        return 0
     s = StudySettings(init_from=args.init_from, num_test=args.num_test, seeds=args.seeds)
     if args.blocks:
         try:
@@ -283,7 +464,6 @@ def main(args: argparse.Namespace) -> int:
         except ValueError:
             raise BGPOError(f"--blocks expects comma-separated integers like 20,5; got {args.blocks!r}") from None
         s.blocks = {b: s.blocks.get(b, ["prefix", "dual"]) if b != 20 else ["prefix"] for b in blocks}
-    torch.set_num_threads(1)
     summary = run_study(s, args.out, progress=not args.no_progress)
     print(pd.DataFrame(summary["cost"]).to_string(index=False))
     for c in summary["comparisons"]:

@@ -369,7 +369,7 @@ class TimePlan:
                          f"{r.rollout_share:>9.0%} {r.gpu_hours:>7,.0f}")
         by_mode = {r.cache: r.positions for r in self.rows if r.horizon is None and r.refresh is None}
         lines.append("  positions per sequence naive : prefix : dual = 1 : " + " : ".join(
-            f"{by_mode[m] / naive:.3f}" for m in ("prefix", "dual")) + " (counted by bgpo.diffusion.sampler_positions)")
+            f"{by_mode[m] / naive:.3f}" for m in ("prefix", "dual")) + " (bgpo.diffusion.sampler_positions: what the sampler counts)")
         measured = (f" ({min(self.optimizer_s):.2f}-{max(self.optimizer_s):.2f} s in the source, after its first, "
                     f"compiling, one)" if self.optimizer_s else "")
         lines.append(f"  not counted: the optimiser step{measured},\n  evaluation, communication; prompts priced at "

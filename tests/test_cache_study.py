@@ -63,3 +63,55 @@ def test_a_tiny_study_runs_end_to_end(tmp_path):
     assert ((drift["metric"] != "kl") | (drift["mean"] >= -1e-12)).all()  # KL is never negative
     per_puzzle = pd.read_csv(tmp_path / "per_puzzle.csv.gz")
     assert len(per_puzzle) == 8 * 2 * (2 + 3)  # (greedy + 1 seed) x (block 20: 2 samplers, block 4: 3)
+
+
+def test_rl_verdict_pairs_seeds_and_puzzles_and_says_within_noise():
+    from bgpo.cache_study import rl_verdict
+
+    rng = np.random.default_rng(1)
+    rows = [{"cache": "warm", "seed": -1, "puzzle": p, "reward": 0.6} for p in range(200)]
+    for cache, shift in (("none", 0.04), ("prefix", 0.04)):
+        for seed in range(3):
+            rows += [{"cache": cache, "seed": seed, "puzzle": p, "reward": 0.6 + shift + rng.normal(0, 0.05)}
+                     for p in range(200)]
+    verdict = rl_verdict(pd.DataFrame(rows))
+    assert verdict["seeds"] == [0, 1, 2] and verdict["none"]["delta_vs_warm"] == pytest.approx(0.04, abs=0.01)
+    assert verdict["difference"]["within_noise"]
+    worse = pd.DataFrame(rows).assign(reward=lambda d: d["reward"] - 0.05 * (d["cache"] == "prefix"))
+    assert not rl_verdict(worse)["difference"]["within_noise"]
+
+
+def _summary(delta_ci: dict[str, tuple[float, float]]) -> dict:
+    return {"comparisons": [{"block": 4, "mode": mode, "rollout_accuracy": {"ci95": list(ci)},
+                             "greedy_accuracy": {"ci95": [-0.001, 0.001]}} for mode, ci in delta_ci.items()]}
+
+
+def test_supported_cache_takes_the_fastest_equivalent_one():
+    from bgpo.cache_study import supported_cache
+
+    ok = {"difference": {"within_noise": True}}
+    assert supported_cache(_summary({"dual": (-0.005, 0.004), "prefix": (-0.003, 0.002)}), ok)["default"] == "dual"
+    out = supported_cache(_summary({"dual": (-0.02, 0.004), "prefix": (-0.003, 0.002)}), ok)
+    assert out["default"] == "prefix" and "leaves" in out["reasons"]["dual"][0]
+    assert supported_cache(_summary({"dual": (-0.005, 0.004), "prefix": (-0.003, 0.002)}), None)["default"] == "none"
+    bad_rl = {"difference": {"within_noise": False}}
+    assert supported_cache(_summary({"dual": (-0.005, 0.004), "prefix": (-0.003, 0.002)}), bad_rl)["default"] == "none"
+
+
+def test_rl_runs_reads_each_finished_run_of_each_cache(tmp_path):
+    from bgpo.cache_study import rl_runs
+
+    for cache, final in (("none", 0.68), ("prefix", 0.67)):
+        grid = tmp_path / cache
+        run = grid / "runs" / "bgpo-nt16-s0"
+        run.mkdir(parents=True)
+        (grid / "initial.json").write_text(json.dumps({"cell_accuracy": 0.64}))
+        (run / "summary.json").write_text(json.dumps({"arm": "bgpo-nt16", "seed": 0, "reward": "verified",
+                                                      "final_cell_accuracy": final, "wall_s": 10.0}))
+        (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "rollout_s": 2.0, "old_s": 1.0,
+                                                               "update_s": 3.0, "rollout_positions": 100})
+                                                   + "\n" for s in (1, 2)))
+    runs = rl_runs(tmp_path).set_index("cache")
+    assert runs.loc["prefix", "delta_vs_warm"] == pytest.approx(0.03) and runs.loc["none", "step_s"] == 6.0
+    with pytest.raises(BGPOError, match="no finished run"):
+        rl_runs(tmp_path / "empty")
