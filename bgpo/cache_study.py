@@ -412,13 +412,14 @@ def rl_verdict(per_puzzle: pd.DataFrame, cached: str = "prefix", reference: str 
 ACCURACY_MARGIN = 0.01  # +-1 point of cell accuracy: a quarter of the grid's best RL gain (+4.4 points)
 
 
-def supported_cache(summary: dict, verdict: dict | None, margin: float = ACCURACY_MARGIN) -> dict:
+def supported_cache(summary: dict, verdict: dict | None, margin: float = ACCURACY_MARGIN, min_seeds: int = 3) -> dict:
     """The cache the evidence supports: the fastest of ``dual``, ``prefix`` that passes, else ``none``.
 
     A cache passes when, at every block length it was measured at, the 95% intervals of its paired rollout
     and greedy accuracy differences lie within ``+-margin`` (equivalence, not merely "no significant
-    difference"), and the RL test (run at the RL block, where prefix and dual coincide) found its change
-    from the warm start within the naive sampler's noise. Drift and the ELBO shift are reported, not gated.
+    difference"), and the RL test (run at the RL block, where prefix and dual coincide) found, on at least
+    ``min_seeds`` seeds, its change from the warm start within the naive sampler's noise. Drift and the
+    ELBO shift are reported, not gated.
     """
     reasons: dict[str, list[str]] = {"dual": [], "prefix": []}
     for c in summary["comparisons"]:
@@ -432,6 +433,8 @@ def supported_cache(summary: dict, verdict: dict | None, margin: float = ACCURAC
             reasons[mode].append("not measured")
         if verdict is None:
             reasons[mode].append("no RL test yet")
+        elif len(verdict["seeds"]) < min_seeds:
+            reasons[mode].append(f"the RL test has {len(verdict['seeds'])} of {min_seeds} seeds")
         elif not verdict["difference"]["within_noise"]:
             reasons[mode].append("the RL test's paired difference excludes 0")
     default = next((mode for mode in ("dual", "prefix") if not reasons[mode]), "none")

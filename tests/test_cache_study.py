@@ -89,12 +89,14 @@ def _summary(delta_ci: dict[str, tuple[float, float]]) -> dict:
 def test_supported_cache_takes_the_fastest_equivalent_one():
     from bgpo.cache_study import supported_cache
 
-    ok = {"difference": {"within_noise": True}}
+    ok = {"seeds": [0, 1, 2], "difference": {"within_noise": True}}
     assert supported_cache(_summary({"dual": (-0.005, 0.004), "prefix": (-0.003, 0.002)}), ok)["default"] == "dual"
     out = supported_cache(_summary({"dual": (-0.02, 0.004), "prefix": (-0.003, 0.002)}), ok)
     assert out["default"] == "prefix" and "leaves" in out["reasons"]["dual"][0]
     assert supported_cache(_summary({"dual": (-0.005, 0.004), "prefix": (-0.003, 0.002)}), None)["default"] == "none"
-    bad_rl = {"difference": {"within_noise": False}}
+    bad_rl = {"seeds": [0, 1, 2], "difference": {"within_noise": False}}
+    assert supported_cache(_summary({"dual": (-0.005, 0.004)}), {**ok, "seeds": [0]})["reasons"]["dual"] == [
+        "the RL test has 1 of 3 seeds"]
     assert supported_cache(_summary({"dual": (-0.005, 0.004), "prefix": (-0.003, 0.002)}), bad_rl)["default"] == "none"
 
 
@@ -115,3 +117,21 @@ def test_rl_runs_reads_each_finished_run_of_each_cache(tmp_path):
     assert runs.loc["prefix", "delta_vs_warm"] == pytest.approx(0.03) and runs.loc["none", "step_s"] == 6.0
     with pytest.raises(BGPOError, match="no finished run"):
         rl_runs(tmp_path / "empty")
+
+
+def test_the_llada8b_presets_ship_the_cache_the_committed_evidence_supports():
+    """The default follows the committed evidence (none without it) and, when cached, saves >= 3x positions at
+    the math preset's shape, counted by running the sampler."""
+    from bgpo.cache_study import OUT, RL_DIR, count_positions, rl_verdict, supported_cache
+    from bgpo.config import PRESET_DIR, load_config
+    from conftest import REPO
+
+    study, per_puzzle = REPO / OUT / "summary.json", REPO / RL_DIR / "per_puzzle.csv.gz"
+    verdict = rl_verdict(pd.read_csv(per_puzzle)) if per_puzzle.is_file() else None
+    expected = supported_cache(json.loads(study.read_text()), verdict)["default"] if study.is_file() else "none"
+    presets = sorted(PRESET_DIR.glob("llada8b-*.yaml"))
+    assert len(presets) == 8 and {load_config(p.stem).rollout.cache for p in presets} == {expected}
+    if expected != "none":
+        r = load_config("llada8b-math").rollout
+        counted = count_positions(r.max_prompt_length, r.gen_length, r.steps, r.block_length, ("none", expected))
+        assert counted["naive / this"].iloc[1] >= 3.0
