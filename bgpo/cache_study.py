@@ -61,10 +61,18 @@ class StudySettings:
         if self.seeds < 1 or self.num_test < 1 or self.batch_size < 1 or self.elbo_n_t < 1:
             raise BGPOError("study settings: seeds, num_test, batch_size and elbo_n_t must be >= 1")
         for block, modes in self.blocks.items():
-            if 20 % int(block) or not set(modes) <= {"prefix", "dual"}:
+            if 20 % int(block) or not all(sampler_spec(m)[0] in ("prefix", "dual") for m in modes):
                 raise BGPOError(f"study block {block} with samplers {modes}: blocks must divide the 20-token "
-                                f"response, samplers be prefix or dual")
+                                f"response, samplers be prefix or dual, or e.g. dual/r4 (refresh every 4 steps)")
         return self
+
+
+def sampler_spec(spec: str) -> tuple[str, int | None]:
+    """``"dual"`` -> ("dual", None); ``"dual/r4"`` -> ("dual", 4): a cache and its refresh interval."""
+    cache, _, refresh = spec.partition("/r")
+    if refresh and not refresh.isdigit():
+        raise BGPOError(f"sampler {spec!r}: write a cache name, optionally /r<k> for a refresh every k steps (dual/r4)")
+    return cache, int(refresh) if refresh else None
 
 
 class DriftMeter:
@@ -199,7 +207,8 @@ def run_study(s: StudySettings, out: str | Path = OUT, progress: bool = True) ->
                 ids, mask = encode_prompts(tok, task, batch, r.max_prompt_length)
                 P = ids.shape[1]
                 for mode in modes:
-                    kw = dict(gen_length=r.gen_length, steps=r.steps, block_length=block, cache=mode,
+                    cache, refresh = sampler_spec(mode)
+                    kw = dict(gen_length=r.gen_length, steps=r.steps, block_length=block, cache=cache, refresh=refresh,
                               temperature=s.temperature if seed is not None else 0.0)
                     gen_seed = 1_000_003 * (seed or 0) + first  # common random numbers across samplers
                     stats = SamplerStats()
@@ -225,7 +234,8 @@ def run_study(s: StudySettings, out: str | Path = OUT, progress: bool = True) ->
     per_puzzle.to_csv(out / "per_puzzle.csv.gz", index=False)
     drift_table = drift_by_age(drift)
     drift_table.to_csv(out / "drift.csv", index=False)
-    summary = {"settings": asdict(s), "pool_size": len(pool), "comparisons": compare(per_puzzle),
+    summary = {"settings": asdict(s), "pool_size": len(pool), "gen_length": r.gen_length, "steps": r.steps,
+               "comparisons": compare(per_puzzle),
                "cost": cost_table(cost).to_dict(orient="records")}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
@@ -283,10 +293,12 @@ def cost_table(cost: pd.DataFrame) -> pd.DataFrame:
 
 
 def count_positions(prompt_len: int, gen_length: int, steps: int, block_length: int,
-                    modes: tuple[str, ...] = ("none", "prefix", "dual"), seed: int = 0) -> pd.DataFrame:
+                    modes: tuple[str, ...] = ("none", "prefix", "dual"), seed: int = 0,
+                    refresh: int | None = None) -> pd.DataFrame:
     """Token positions per sequence each sampler sends through the model, *counted* by running it (a tiny
     random model on one random prompt of ``prompt_len`` tokens), beside :func:`sampler_positions`'s closed
-    form and the ratio to the naive sampler. The count does not depend on the weights: only the shapes."""
+    form and the ratio to the naive sampler. The count does not depend on the weights: only the shapes.
+    ``refresh`` applies to the cached modes."""
     from bgpo.diffusion import sampler_positions
     from bgpo.model import LLaDAModelLM, preset_config
 
@@ -296,10 +308,11 @@ def count_positions(prompt_len: int, gen_length: int, steps: int, block_length: 
     rows = []
     for mode in modes:
         stats = SamplerStats()
+        every = refresh if mode != "none" else None
         generate(model, prompt, gen_length=gen_length, steps=steps, block_length=block_length, cache=mode,
-                 temperature=1.0, generator=seed, stats=stats)
+                 refresh=every, temperature=1.0, generator=seed, stats=stats)
         rows.append({"cache": mode, "counted": stats.positions, "closed form": sampler_positions(
-            prompt_len, gen_length, steps, block_length, mode), "per token": stats.per_token,
+            prompt_len, gen_length, steps, block_length, mode, None, every), "per token": stats.per_token,
             "model calls": stats.calls, "full-sequence calls": stats.full})
     table = pd.DataFrame(rows)
     table["naive / this"] = table["counted"].iloc[0] / table["counted"] if modes[0] == "none" else np.nan
@@ -410,35 +423,66 @@ def rl_verdict(per_puzzle: pd.DataFrame, cached: str = "prefix", reference: str 
 
 
 ACCURACY_MARGIN = 0.01  # +-1 point of cell accuracy: a quarter of the grid's best RL gain (+4.4 points)
+MATH_SHAPE = (512, 512, 256, 32)  # the llada8b-math preset: prompt, response, steps, block
 
 
-def supported_cache(summary: dict, verdict: dict | None, margin: float = ACCURACY_MARGIN, min_seeds: int = 3) -> dict:
-    """The cache the evidence supports: the fastest of ``dual``, ``prefix`` that passes, else ``none``.
+def _gen_length(summary: dict) -> int:
+    """The response length the study sampled (its base config's, for summaries written before it was stored)."""
+    if "gen_length" in summary:
+        return int(summary["gen_length"])
+    from bgpo.config import load_config
 
-    A cache passes when, at every block length it was measured at, the 95% intervals of its paired rollout
-    and greedy accuracy differences lie within ``+-margin`` (equivalence, not merely "no significant
-    difference"), and the RL test (run at the RL block, where prefix and dual coincide) found, on at least
-    ``min_seeds`` seeds, its change from the warm start within the naive sampler's noise. Drift and the
-    ELBO shift are reported, not gated.
+    return load_config(summary["settings"]["base_config"]).rollout.gen_length
+
+
+def supported_cache(summaries: list[dict], verdict: dict | None, margin: float = ACCURACY_MARGIN,
+                    min_seeds: int = 3, shape: tuple[int, int, int, int] = MATH_SHAPE) -> dict:
+    """The sampler setting the evidence supports: the fastest at ``shape`` that passes, else ``none``.
+
+    Candidates are the cached samplers the studies measured (``dual``, ``prefix``, ``dual/r4``: a cache and
+    its refresh). One passes when every study comparison that applies to it has the 95% intervals of its
+    paired rollout and greedy accuracy differences within ``+-margin`` (equivalence, not merely "no
+    significant difference"); at a single-block shape ``prefix`` and ``dual`` are the same sampler, so a
+    comparison there applies to both. And the RL test — run with the stalest cache (no refresh, the RL block,
+    ages up to its steps per block; every candidate's cache is at most as stale) — must have found, on at
+    least ``min_seeds`` seeds, the cached arm's change from the warm start within the naive sampler's
+    noise. Drift and the ELBO shift are reported, not gated. Speed: :func:`sampler_positions` at ``shape``.
     """
-    reasons: dict[str, list[str]] = {"dual": [], "prefix": []}
-    for c in summary["comparisons"]:
-        for key in ("rollout_accuracy", "greedy_accuracy"):
-            lo, hi = c[key]["ci95"]
-            if c["mode"] in reasons and not -margin <= lo <= hi <= margin:
-                reasons[c["mode"]].append(f"block {c['block']}: {key} interval [{lo:+.4f}, {hi:+.4f}] "
-                                          f"leaves +-{margin:g}")
-    for mode in reasons:
-        if not any(c["mode"] == mode for c in summary["comparisons"]):
-            reasons[mode].append("not measured")
+    from bgpo.diffusion import sampler_positions
+
+    comparisons = [(c, _gen_length(summary)) for summary in summaries for c in summary["comparisons"]]
+    measured = {c["mode"] for c, _ in comparisons}
+    candidates = sorted(measured | {m.replace("prefix", "dual", 1) for m in measured}
+                        | {m.replace("dual", "prefix", 1) for m in measured})
+
+    def applies(c: dict, length: int, spec: str) -> bool:
+        if c["mode"] == spec:
+            return True
+        return c["block"] == length and sampler_spec(c["mode"])[1] == sampler_spec(spec)[1]  # single block
+
+    reasons: dict[str, list[str]] = {}
+    for spec in candidates:
+        found = [(c, length) for c, length in comparisons if applies(c, length, spec)]
+        reasons[spec] = [] if found else ["not measured"]
+        for c, _ in found:
+            for key in ("rollout_accuracy", "greedy_accuracy"):
+                lo, hi = c[key]["ci95"]
+                if not -margin <= lo <= hi <= margin:
+                    reasons[spec].append(f"block {c['block']} ({c['mode']}): {key} interval [{lo:+.4f}, {hi:+.4f}] "
+                                         f"leaves +-{margin:g}")
         if verdict is None:
-            reasons[mode].append("no RL test yet")
+            reasons[spec].append("no RL test yet")
         elif len(verdict["seeds"]) < min_seeds:
-            reasons[mode].append(f"the RL test has {len(verdict['seeds'])} of {min_seeds} seeds")
+            reasons[spec].append(f"the RL test has {len(verdict['seeds'])} of {min_seeds} seeds")
         elif not verdict["difference"]["within_noise"]:
-            reasons[mode].append("the RL test's paired difference excludes 0")
-    default = next((mode for mode in ("dual", "prefix") if not reasons[mode]), "none")
-    return {"default": default, "margin": margin, "reasons": reasons}
+            reasons[spec].append("the RL test's paired difference excludes 0")
+    ratio = {spec: sampler_positions(*shape) / sampler_positions(*shape, sampler_spec(spec)[0], None,
+                                                                  sampler_spec(spec)[1]) for spec in candidates}
+    passing = sorted((spec for spec in candidates if not reasons[spec]), key=lambda spec: -ratio[spec])
+    default = passing[0] if passing else "none"
+    cache, refresh = sampler_spec(default) if passing else ("none", None)
+    return {"default": default, "cache": cache, "refresh": refresh, "margin": margin, "reasons": reasons,
+            "positions_ratio": ratio}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -451,6 +495,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rl", default=None, metavar="DIR",
                         help=f"instead of the study: evaluate the RL test's finished runs per puzzle (e.g. {RL_DIR}),"
                              " write DIR/per_puzzle.csv.gz and print the paired verdict")
+    parser.add_argument("--samplers", default=None,
+                        help="cached samplers to compare with none at every block, comma-separated (prefix, dual, "
+                             "dual/r4 = refresh every 4 steps); default: prefix at block 20, prefix and dual below")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -467,6 +514,8 @@ def main(args: argparse.Namespace) -> int:
         except ValueError:
             raise BGPOError(f"--blocks expects comma-separated integers like 20,5; got {args.blocks!r}") from None
         s.blocks = {b: s.blocks.get(b, ["prefix", "dual"]) if b != 20 else ["prefix"] for b in blocks}
+    if args.samplers:
+        s.blocks = {b: args.samplers.split(",") for b in s.blocks}
     summary = run_study(s, args.out, progress=not args.no_progress)
     print(pd.DataFrame(summary["cost"]).to_string(index=False))
     for c in summary["comparisons"]:

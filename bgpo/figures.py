@@ -553,8 +553,9 @@ def cache_drift(drift: pd.DataFrame) -> Figure:
         for (block, mode), part in groups:
             part = part[part["metric"] == metric].sort_values("age")
             color = colors[f"{block}-{mode}"]
-            ax.plot(part["age"], part["mean"], marker="o", ms=3, color=color, label=f"block {block}, {mode}",
-                    ls="-" if mode == "prefix" else "--")
+            style = dict(marker="o", ms=3) if mode == "prefix" else dict(marker="s", ms=5, mfc="white", ls="--",
+                                                                         zorder=3)  # drawn over prefix where equal
+            ax.plot(part["age"], part["mean"], color=color, label=f"block {block}, {mode}", **style)
             ax.fill_between(part["age"], part["mean"] - part["ci95"], part["mean"] + part["ci95"], color=color,
                             alpha=0.2, lw=0)
         ax.set_title(title, fontsize=9)

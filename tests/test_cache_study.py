@@ -81,42 +81,29 @@ def test_rl_verdict_pairs_seeds_and_puzzles_and_says_within_noise():
     assert not rl_verdict(worse)["difference"]["within_noise"]
 
 
-def _summary(delta_ci: dict[str, tuple[float, float]]) -> dict:
-    return {"comparisons": [{"block": 4, "mode": mode, "rollout_accuracy": {"ci95": list(ci)},
-                             "greedy_accuracy": {"ci95": [-0.001, 0.001]}} for mode, ci in delta_ci.items()]}
+def _summary(cis: dict[tuple[int, str], tuple[float, float]]) -> dict:
+    return {"gen_length": 20, "comparisons": [{"block": block, "mode": mode, "rollout_accuracy": {"ci95": list(ci)},
+                                               "greedy_accuracy": {"ci95": [-0.001, 0.001]}}
+                                              for (block, mode), ci in cis.items()]}
 
 
-def test_supported_cache_takes_the_fastest_equivalent_one():
+def test_supported_cache_takes_the_fastest_equivalent_setting():
     from bgpo.cache_study import supported_cache
 
     ok = {"seeds": [0, 1, 2], "difference": {"within_noise": True}}
-    assert supported_cache(_summary({"dual": (-0.005, 0.004), "prefix": (-0.003, 0.002)}), ok)["default"] == "dual"
-    out = supported_cache(_summary({"dual": (-0.02, 0.004), "prefix": (-0.003, 0.002)}), ok)
+    both = _summary({(4, "dual"): (-0.005, 0.004), (4, "prefix"): (-0.003, 0.002)})
+    assert supported_cache([both], ok)["default"] == "dual"
+    out = supported_cache([_summary({(4, "dual"): (-0.02, 0.004), (4, "prefix"): (-0.003, 0.002)})], ok)
     assert out["default"] == "prefix" and "leaves" in out["reasons"]["dual"][0]
-    assert supported_cache(_summary({"dual": (-0.005, 0.004), "prefix": (-0.003, 0.002)}), None)["default"] == "none"
+    # one block of 20: prefix and dual are one sampler, so prefix's failure there is dual's too
+    single = _summary({(20, "prefix"): (-0.0102, -0.001), (20, "dual/r4"): (-0.004, 0.004)})
+    out = supported_cache([both, single], ok)
+    assert out["default"] == "dual/r4" and (out["cache"], out["refresh"]) == ("dual", 4)
+    assert out["reasons"]["dual"] and out["reasons"]["prefix"] and out["positions_ratio"]["dual/r4"] > 3
+    assert supported_cache([both], None)["default"] == "none"
+    assert supported_cache([both], {**ok, "seeds": [0]})["reasons"]["dual"] == ["the RL test has 1 of 3 seeds"]
     bad_rl = {"seeds": [0, 1, 2], "difference": {"within_noise": False}}
-    assert supported_cache(_summary({"dual": (-0.005, 0.004)}), {**ok, "seeds": [0]})["reasons"]["dual"] == [
-        "the RL test has 1 of 3 seeds"]
-    assert supported_cache(_summary({"dual": (-0.005, 0.004), "prefix": (-0.003, 0.002)}), bad_rl)["default"] == "none"
-
-
-def test_rl_runs_reads_each_finished_run_of_each_cache(tmp_path):
-    from bgpo.cache_study import rl_runs
-
-    for cache, final in (("none", 0.68), ("prefix", 0.67)):
-        grid = tmp_path / cache
-        run = grid / "runs" / "bgpo-nt16-s0"
-        run.mkdir(parents=True)
-        (grid / "initial.json").write_text(json.dumps({"cell_accuracy": 0.64}))
-        (run / "summary.json").write_text(json.dumps({"arm": "bgpo-nt16", "seed": 0, "reward": "verified",
-                                                      "final_cell_accuracy": final, "wall_s": 10.0}))
-        (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "rollout_s": 2.0, "old_s": 1.0,
-                                                               "update_s": 3.0, "rollout_positions": 100})
-                                                   + "\n" for s in (1, 2)))
-    runs = rl_runs(tmp_path).set_index("cache")
-    assert runs.loc["prefix", "delta_vs_warm"] == pytest.approx(0.03) and runs.loc["none", "step_s"] == 6.0
-    with pytest.raises(BGPOError, match="no finished run"):
-        rl_runs(tmp_path / "empty")
+    assert supported_cache([both], bad_rl)["default"] == "none"
 
 
 def test_the_llada8b_presets_ship_the_cache_the_committed_evidence_supports():
@@ -126,12 +113,15 @@ def test_the_llada8b_presets_ship_the_cache_the_committed_evidence_supports():
     from bgpo.config import PRESET_DIR, load_config
     from conftest import REPO
 
-    study, per_puzzle = REPO / OUT / "summary.json", REPO / RL_DIR / "per_puzzle.csv.gz"
+    studies = [json.loads(p.read_text()) for p in sorted((REPO / OUT).glob("**/summary.json"))]
+    per_puzzle = REPO / RL_DIR / "per_puzzle.csv.gz"
     verdict = rl_verdict(pd.read_csv(per_puzzle)) if per_puzzle.is_file() else None
-    expected = supported_cache(json.loads(study.read_text()), verdict)["default"] if study.is_file() else "none"
+    choice = supported_cache(studies, verdict) if studies else {"cache": "none", "refresh": None}
     presets = sorted(PRESET_DIR.glob("llada8b-*.yaml"))
-    assert len(presets) == 8 and {load_config(p.stem).rollout.cache for p in presets} == {expected}
-    if expected != "none":
+    shipped = {(load_config(p.stem).rollout.cache, load_config(p.stem).rollout.refresh) for p in presets}
+    assert len(presets) == 8 and shipped == {(choice["cache"], choice["refresh"])}
+    if choice["cache"] != "none":
         r = load_config("llada8b-math").rollout
-        counted = count_positions(r.max_prompt_length, r.gen_length, r.steps, r.block_length, ("none", expected))
+        counted = count_positions(r.max_prompt_length, r.gen_length, r.steps, r.block_length, ("none", r.cache),
+                                  refresh=r.refresh)
         assert counted["naive / this"].iloc[1] >= 3.0
