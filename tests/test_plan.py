@@ -64,7 +64,7 @@ def test_bgpo_memory_is_flat_in_n_t_and_elbo_grows_linearly():
 def test_a_sampler_cache_adds_its_keys_and_values_to_the_rollout_peak(cache):
     """2 (keys, values) x n_layers x b_gen x T x (n_kv_heads x head_dim) x c bytes, and nothing else moves."""
     base = ["rollout.batch_size=8", "model.dtype=bfloat16"]
-    none = plan(load_config("llada8b-math", base), gpus=1)
+    none = plan(load_config("llada8b-math", [*base, "rollout.cache=none", "rollout.refresh=null"]), gpus=1)
     cached = plan(load_config("llada8b-math", [*base, f"rollout.cache={cache}"]), gpus=1)
     m = preset_config("llada-8b")
     kv_bytes = 2 * m.n_layers * 8 * (512 + 512) * m.n_kv_heads * (m.d_model // m.n_heads) * 2
@@ -176,7 +176,9 @@ def test_step_time_rollout_share_and_gpu_hours_follow_from_the_parts():
     P, N, T, rate = 8_015_581_184, 16 * 8, 512 + 512, 8 * 100e12  # the preset's shape; 8 GPUs at 100 TFLOP/s
     assert t.params == P and (t.sequences, t.n_t, t.checkpointing, t.run_steps) == (N, 16, False, 700)
     naive = t.rows[0]
-    assert (naive.cache, naive.config, naive.positions) == ("none", True, 256 * T)  # 256 steps over all T
+    assert (naive.cache, naive.positions) == ("none", 256 * T)  # 256 steps over all T
+    shipped = next(r for r in t.rows if r.config)  # the preset's own sampler: dual, refreshed every 4 steps
+    assert shipped.label == "dual r=4" and shipped.positions == 16 * (4 * T + 12 * 32)
     assert naive.rollout_s == pytest.approx(N * 256 * T * 2 * P / rate)
     assert naive.old_s == pytest.approx(16 * 2 * P * N * T / rate)
     assert naive.update_s == pytest.approx(16 * 6 * P * N * T / rate)
@@ -196,7 +198,7 @@ def test_step_time_rollout_share_and_gpu_hours_follow_from_the_parts():
 def test_a_sampler_cache_cuts_rollout_flop_by_the_ratio_of_positions():
     from bgpo.diffusion import sampler_positions
 
-    cfg = load_config("llada8b-math", ["rollout.cache=prefix", "rollout.horizon=64"])
+    cfg = load_config("llada8b-math", ["rollout.cache=prefix", "rollout.horizon=64", "rollout.refresh=null"])
     rows = {r.label: r for r in time_plan(cfg, tflops=100.0).rows}
     assert list(rows) == ["none", "prefix", "dual", "prefix h=64"] and rows["prefix h=64"].config
     for label, cache, horizon in (("prefix", "prefix", None), ("dual", "dual", None), ("prefix h=64", "prefix", 64)):
