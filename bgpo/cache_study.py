@@ -35,9 +35,10 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from bgpo.diffusion import (SamplerStats, StepView, denoise_step, device_generator, draw_masks, elbo_term,
-                            generate)
+from bgpo.diffusion import (SamplerStats, StepView, cache_window, denoise_step, device_generator, draw_masks,
+                            elbo_term, generate)
 from bgpo.errors import BGPOError
+from bgpo.model import KVCache
 
 OUT = Path("book/data/small-scale/sampler-cache")
 RL_DIR = Path("book/data/small-scale/cache-rl")  # one grid per sampler cache: <RL_DIR>/<cache>/
@@ -79,9 +80,9 @@ class DriftMeter:
     """The trace of a cached rollout: exact vs cached logits at every step, kept by cache age."""
 
     def __init__(self, model: torch.nn.Module, prompt_len: int, block_length: int, temperature: float,
-                 first_row: int, n_rows: int):
+                 first_row: int):
         self.model, self.P, self.block, self.temperature = model, prompt_len, block_length, temperature
-        self.rows = slice(first_row, first_row + n_rows)
+        self.first_row = first_row  # the pool index of the batch's first sequence
         self.mask_id = model.config.mask_token_id
         self.records: list[dict] = []
 
@@ -107,12 +108,12 @@ class DriftMeter:
                                           generator=replay))
         same = (committed[0] == committed[1]).all(-1)  # (b,) same positions, same tokens
         seq = view.wanted.nonzero()[:, 0]  # (K,) the sequence of each position
+        count = torch.bincount(seq, minlength=len(view.x)).tolist()  # (b,) masked positions per sequence
         for name, value in (("kl", kl), ("tv", tv), ("top1", top1)):
             per_seq = torch.zeros(len(view.x), dtype=torch.float64).index_add_(0, seq, value)
-            count = torch.zeros(len(view.x), dtype=torch.float64).index_add_(0, seq, torch.ones_like(value))
-            self.records += [{"row": self.rows.start + r, "age": view.age, "metric": name,
-                              "value": v / c} for r, (v, c) in enumerate(zip(per_seq.tolist(), count.tolist())) if c]
-        self.records += [{"row": self.rows.start + r, "age": view.age, "metric": "same_commit", "value": float(s)}
+            self.records += [{"row": self.first_row + r, "age": view.age, "metric": name, "value": v / c}
+                             for r, (v, c) in enumerate(zip(per_seq.tolist(), count)) if c]
+        self.records += [{"row": self.first_row + r, "age": view.age, "metric": "same_commit", "value": float(s)}
                          for r, s in enumerate(same.tolist())]
 
 
@@ -124,9 +125,6 @@ def exactness_gate(model: torch.nn.Module, prompt_ids: torch.Tensor, attention: 
     (``max_logit_diff``). Then ``generate`` with each cache and ``refresh=1`` must return the naive
     sampler's tokens under the same noise (``same_tokens``).
     """
-    from bgpo.diffusion import cache_window
-    from bgpo.model import KVCache
-
     block, P = sampler["block_length"], prompt_ids.shape[1]
     worst, windows = 0.0, 0
 
@@ -225,7 +223,7 @@ def run_study(s: StudySettings, out: str | Path = OUT, progress: bool = True) ->
                               "puzzle": first + j, "reward": float(rewards[j]),
                               "elbo": None if elbo is None else float(elbo[j])} for j in range(len(batch))]
                     if mode != "none" and seed == 0:  # the drift trace replays seed 0's rollouts
-                        meter = DriftMeter(model, P, block, s.temperature, first, len(batch))
+                        meter = DriftMeter(model, P, block, s.temperature, first)
                         generate(model, ids, mask, generator=gen_seed, trace=meter, **kw)
                         drift += [{"block": block, "mode": mode, **rec} for rec in meter.records]
                 bar.update()

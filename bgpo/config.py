@@ -30,6 +30,7 @@ import yaml
 from bgpo.errors import BGPOError
 
 OBJECTIVES = ("bgpo", "elbo", "d1")  # the policy losses of bgpo.objectives: the one list all modules read
+CACHE_MODES = ("none", "prefix", "dual")  # the sampler's KV caches (bgpo.diffusion.generate), likewise
 
 PRESET_DIR = Path(__file__).parent / "configs"
 
@@ -92,7 +93,7 @@ class RolloutConfig:
                                     lo=1, hi=1 << 20, nullable=True)
     cache: str = _field("none", "sampler KV cache (bgpo.diffusion.generate): none (whole sequence every step, "
                         "exact) | prefix (block + masked suffix per step, prefix cached) | dual (block only)",
-                        choices=("none", "prefix", "dual"))
+                        choices=CACHE_MODES)
     horizon: int | None = _field(None, "with cache prefix: masked suffix positions computed per step (empty = "
                                  "all of them; the rest read from the cache)", lo=0, hi=1 << 20, nullable=True)
     refresh: int | None = _field(None, "with a cache: also refill it every k steps of a block (empty = only at "

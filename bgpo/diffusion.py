@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from bgpo.config import CACHE_MODES
 from bgpo.errors import BGPOError
 from bgpo.model import KVCache
 
@@ -199,9 +200,6 @@ def _gumbel_argmax(logits: Tensor, temperature: float, generator: torch.Generato
     g = uniform_noise(tuple(logits.shape), generator, logits.device, torch.float64)
     g = g.clamp_(min=1e-20).log_().neg_().clamp_(min=1e-20).log_().neg_()  # -log(-log u)
     return g.mul_(temperature).add_(logits).argmax(-1)
-
-
-CACHE_MODES = ("none", "prefix", "dual")
 
 
 @dataclass

@@ -281,7 +281,8 @@ def sampler(c: Check, ctx: Context) -> None:
     ``refresh=1`` runs every step over the whole sequence while filling the cache, so any difference from
     ``none`` is a bug in the cached path, not approximation: bit-identical is the criterion on every device.
     """
-    from bgpo.diffusion import CACHE_MODES, generate
+    from bgpo.config import CACHE_MODES
+    from bgpo.diffusion import generate
     from bgpo.memory import bench_sampler, build_bench_model, synthetic_rollouts
 
     s, p = ctx.sizes, ctx.sizes.sampler

@@ -287,7 +287,8 @@ class LLaDABlock(GradientCheckpointingLayer):
             # and every version defaults to full (non-causal) attention with scale 1/sqrt(hd)
             a = varlen_attn(qf, kf, vf, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen)  # (N, H, hd)
             return self._mlp(x, a.reshape(1, T, -1))
-        a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias, is_causal=False)  # (B, H, T, hd), any key count
+        # (B, H, T, hd); with a cache the keys are all T_cache positions, the queries the window's T
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias, is_causal=False)
         return self._mlp(x, a.transpose(1, 2).reshape(B, T, -1))  # (B, T, d_model)
 
     def _mlp(self, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
@@ -465,7 +466,6 @@ class LLaDAModelLM(PreTrainedModel):
             x = x[logits_positions.to(dev)]  # (K, d_model): the head runs on the asked positions only
         logits = tr.ff_out(tr.ln_f(x))  # (B, T, embedding_size) or (K, embedding_size)
         return MaskedLMOutput(logits=logits[..., : self.config.vocab_size])
-
 
     def _check_window(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
                       cu_seqlens: torch.Tensor | None, kv_cache: KVCache | None, window: slice) -> None:

@@ -76,7 +76,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bgpo.config import OBJECTIVES, Config, load_config
+from bgpo.config import CACHE_MODES, OBJECTIVES, Config, load_config
 from bgpo.errors import BGPOError
 from bgpo.optim import state_bytes_per_param
 
@@ -369,7 +369,8 @@ class TimePlan:
                          f"{r.rollout_share:>9.0%} {r.gpu_hours:>7,.0f}")
         by_mode = {r.cache: r.positions for r in self.rows if r.horizon is None and r.refresh is None}
         lines.append("  positions per sequence naive : prefix : dual = 1 : " + " : ".join(
-            f"{by_mode[m] / naive:.3f}" for m in ("prefix", "dual")) + " (bgpo.diffusion.sampler_positions: what the sampler counts)")
+            f"{by_mode[m] / naive:.3f}" for m in ("prefix", "dual"))
+            + " (bgpo.diffusion.sampler_positions: what the sampler counts)")
         measured = (f" ({min(self.optimizer_s):.2f}-{max(self.optimizer_s):.2f} s in the source, after its first, "
                     f"compiling, one)" if self.optimizer_s else "")
         lines.append(f"  not counted: the optimiser step{measured},\n  evaluation, communication; prompts priced at "
@@ -383,7 +384,7 @@ def time_plan(config: Config | str | Path, *, objective: str | None = None, n_t:
     """Predict the seconds of one RL step and the GPU-hours of the run, per sampler cache mode (none, prefix,
     dual and the config's own setting) at ``tflops`` per GPU, or at the rate of the newest committed GPU
     measurement under ``data`` (module docstring: the equations)."""
-    from bgpo.diffusion import CACHE_MODES, sampler_positions
+    from bgpo.diffusion import sampler_positions
 
     cfg = config if isinstance(config, Config) else load_config(config)
     objective = objective or cfg.objective.name

@@ -113,9 +113,11 @@ def rollout(model, tokenizer, task, examples: list[dict], rollout_cfg, *, seed: 
     input_ids = torch.cat([_left_pad(t, width, tokenizer.pad_token_id) for t in ids])
     attention_mask = torch.cat([_left_pad(t, width, 0) for t in att])
     if order != sorted(order):  # back to the examples' order, groups kept whole
-        back = torch.tensor([G * order.index(i) + g for i in range(len(examples)) for g in range(G)])
-        input_ids, attention_mask = input_ids[back.to(input_ids.device)], attention_mask[back.to(input_ids.device)]
-        comps, rows = [comps[j] for j in back.tolist()], [rows[j] for j in back.tolist()]
+        where = sorted(range(len(order)), key=order.__getitem__)  # where[i]: example i's place in the calls
+        back = [G * where[i] + g for i in range(len(examples)) for g in range(G)]
+        index = torch.tensor(back, device=input_ids.device)
+        input_ids, attention_mask = input_ids[index], attention_mask[index]
+        comps, rows = [comps[j] for j in back], [rows[j] for j in back]
     response_mask = torch.zeros_like(input_ids, dtype=torch.bool)
     response_mask[:, width - r.gen_length:] = True
     rewards = torch.tensor(safe_rewards(task, comps, rows, reward_log), dtype=torch.float32, device=device)
