@@ -8,6 +8,7 @@ leaves either no ``step-N`` or a complete one, and :func:`latest_checkpoint` onl
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -222,7 +223,7 @@ def resume(accelerator, run_dir: Path, ckpt: Path) -> int:
     accelerator.load_state(str(ckpt))
     step = json.loads((ckpt / "state.json").read_text())["step"]
     if accelerator.is_main_process:
-        for name in ("metrics.jsonl", "eval.jsonl"):
+        for name in ("metrics.jsonl", "eval.jsonl", "eval_completions.jsonl.gz"):
             _trim_jsonl(run_dir / name, step)
     accelerator.wait_for_everyone()
     return step
@@ -232,9 +233,12 @@ def _trim_jsonl(path: Path, last_step: int) -> None:
     """Drop log rows written after the checkpoint we resume from (they will be written again)."""
     if not path.is_file():
         return
-    rows = [line for line in path.read_text().splitlines() if line.strip()]
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt") as f:
+        rows = [line for line in f.read().splitlines() if line.strip()]
     keep = [line for line in rows if json.loads(line).get("step", 0) <= last_step]
-    path.write_text("".join(line + "\n" for line in keep))
+    with opener(path, "wt") as f:
+        f.write("".join(line + "\n" for line in keep))
 
 
 def save_final(accelerator, model, tokenizer, out: Path) -> None:

@@ -146,6 +146,8 @@ class TrainerConfig:
     eval_steps: int | None = _field(None, "diffusion steps for evaluation (empty = gen_length: one token"
                                     " per step)", lo=1, hi=1 << 20, nullable=True)
     eval_batch_size: int = _field(32, "prompts per sampler call during evaluation", lo=1, hi=1 << 20)
+    eval_completions: bool = _field(False, "also write each evaluation's completions, in test-set order, to"
+                                    " eval_completions.jsonl.gz (per-example analysis and bootstraps)")
     checkpoint_every: int = _field(50, "save a checkpoint every k steps (0 = only at the end)", lo=0, hi=1 << 30)
     keep_checkpoints: int = _field(2, "how many recent checkpoints to keep", lo=1, hi=1 << 20)
     progress: bool = _field(True, "show a tqdm progress bar")

@@ -50,7 +50,7 @@ NT_SWEEP = (1, 4, 16)
 SMALL_SCALE = Path(__file__).resolve().parents[1] / "book" / "data" / "small-scale"
 WARM_START = SMALL_SCALE / "warm-start"  # imitates the imperfect teacher (bgpo.tasks.sudoku.imperfect_teacher)
 CLEAN_WARM_START = SMALL_SCALE / "clean" / "warm-start"  # the earlier warm start, trained on correct solutions
-CONTROL_NT = 4  # the n_t of the random-reward control arm
+CONTROL_NT = 4  # the n_t of the random-reward control of the 40-step grid (v2)
 
 
 @dataclass(frozen=True)
@@ -70,19 +70,20 @@ class Arm:
 
 
 def book_arms(elbo_nt_at_budget: int, n_ts: tuple[int, ...] = NT_SWEEP,
-              control_nt: int = CONTROL_NT) -> dict[str, list[Arm]]:
+              control_nts: tuple[int, ...] = (CONTROL_NT,)) -> dict[str, list[Arm]]:
     """The comparisons as named lists of arms; an arm may serve several comparisons.
 
     ``equal_memory`` pairs BGPO at the largest ``n_t`` with the ELBO objective at the ``n_t`` that fits
     its bytes — run as ``Arm("bgpo", elbo_nt_at_budget)``, identical on-policy (see the module docstring).
-    ``control`` is BGPO at ``control_nt`` trained on shuffled rewards: everything equal but the link
-    between a completion and its reward, so it measures what update noise alone does.
+    ``control`` is BGPO at each of ``control_nts`` trained on shuffled rewards: everything equal but the
+    link between a completion and its reward, so it measures what update noise alone does -- matched to
+    the arm it is compared with (the first is the best arm's ``n_t``).
     """
     return {
         "nt_sweep": [Arm("bgpo", n) for n in n_ts],
         "equal_memory": [Arm("bgpo", max(n_ts)), Arm("bgpo", elbo_nt_at_budget)],
         "d1": [Arm("d1")],
-        "control": [Arm("bgpo", control_nt, reward="shuffled")],
+        "control": [Arm("bgpo", n, reward="shuffled") for n in control_nts],
     }
 
 
@@ -114,7 +115,8 @@ class GridSettings:
     num_test: int = 1024  # held-out pool problems per evaluation (greedy, one token per step)
     eval_every: int = 10
     n_ts: tuple[int, ...] = NT_SWEEP
-    control_nt: int = CONTROL_NT  # n_t of the random-reward control
+    control_nts: tuple[int, ...] = (CONTROL_NT,)  # n_t of each random-reward control (first: the best arm's)
+    order: str = "cost"  # cost: cheap arms first, seed by seed, the largest n_t last | seed: seed by seed
     arms: tuple[str, ...] = ()  # run only these arm names (empty: every arm of book_arms)
     extra_overrides: list = field(default_factory=list)  # more `section.field=value` for every run
     sft_overrides: dict = field(default_factory=dict)  # SFTConfig fields when the grid makes its own warm start
@@ -134,7 +136,10 @@ class GridSettings:
         if bad or self.eval_every < 0 or not 0 < self.lr < 1 or not self.n_ts or min(self.n_ts) < 1:
             raise BGPOError(f"grid settings out of range ({', '.join(bad) or 'eval_every/lr/n_ts'}): counts >= 1, "
                             f"group_size >= 2, eval_every >= 0, 0 < lr < 1, n_ts non-empty and >= 1")
-        known = [a.name for a in unique_arms(book_arms(1, self.n_ts, self.control_nt))] + \
+        if self.order not in ("cost", "seed") or not self.control_nts or min(self.control_nts) < 1:
+            raise BGPOError(f"grid order={self.order!r} / control_nts={self.control_nts}: order is cost or seed, "
+                            "control n_t values >= 1")
+        known = [a.name for a in unique_arms(book_arms(1, self.n_ts, self.control_nts))] + \
             [Arm("bgpo", n).name for n in range(1, max(self.n_ts) + 1)]
         unknown = [a for a in self.arms if a not in known]
         if unknown:
@@ -156,7 +161,8 @@ class GridSettings:
                 f"rollout.temperature={self.temperature}", f"rollout.steps={self.rollout_steps}",
                 f"optim.lr={self.lr}", f"data.num_test={self.num_test}", "trainer.eval_limit=null",
                 "trainer.eval_steps=null", "trainer.eval_batch_size=128",
-                f"trainer.eval_every={self.eval_every}", "trainer.checkpoint_every=20",
+                f"trainer.eval_every={self.eval_every}", "trainer.eval_completions=true",
+                "trainer.checkpoint_every=20",
                 "trainer.keep_checkpoints=1", "trainer.progress=false", *self.extra_overrides]
 
     def config(self, arm: Arm, seed: int):
@@ -236,20 +242,30 @@ def summarize_run(run_dir: Path, arm: Arm, seed: int, metrics: tuple[str, ...], 
 
 
 def run_one(s: GridSettings, arm: Arm, seed: int, runs_dir: Path) -> dict:
-    """Train one (arm, seed) unless its ``summary.json`` exists; keep the logs and ``final/``, drop checkpoints."""
+    """Train one (arm, seed) to ``s.steps`` unless its ``summary.json`` says it got there.
+
+    Keeps the logs, ``final/`` and the last checkpoint (none of it weights that git holds): a run that
+    finished fewer steps than asked -- a grid run on further to reach its plateau -- resumes from that
+    checkpoint (the learning rate is constant after warm-up, so the longer run is the same run).
+    """
     from bgpo.checkpoint import latest_checkpoint
     from bgpo.train import train
 
     run_dir = runs_dir / f"{arm.name}-s{seed}"
     done = run_dir / "summary.json"
     if done.is_file():
-        return json.loads(done.read_text())
+        summary = json.loads(done.read_text())
+        if summary["steps"] >= s.steps:
+            return summary
+        if latest_checkpoint(run_dir) is None:
+            raise BGPOError(f"{run_dir} finished {summary['steps']} steps and kept no checkpoint to run on from; "
+                            f"delete the folder to rerun it from the start")
     if latest_checkpoint(run_dir) is None:  # nothing to resume: start clean, no half-written logs
         shutil.rmtree(run_dir, ignore_errors=True)
     start = time.time()
     train(s.config(arm, seed), resume=True, output_dir=run_dir)
-    summary = {**summarize_run(run_dir, arm, seed, s.task().metric_names), "wall_s": round(time.time() - start, 1)}
-    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    wall = round(time.time() - start + (json.loads(done.read_text())["wall_s"] if done.is_file() else 0.0), 1)
+    summary = {**summarize_run(run_dir, arm, seed, s.task().metric_names), "wall_s": wall}
     done.write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
@@ -297,7 +313,7 @@ def run_grid(s: GridSettings, out: str | Path, progress: bool = True, workers: i
     if not memory_file.is_file():
         measure_memory(s).to_csv(memory_file, index=False)
     memory = pd.read_csv(memory_file)
-    comparisons = book_arms(equal_memory_nt(memory, max(s.n_ts)), s.n_ts, s.control_nt)
+    comparisons = book_arms(equal_memory_nt(memory, max(s.n_ts)), s.n_ts, s.control_nts)
     (out / "comparisons.json").write_text(json.dumps({k: [a.name for a in v] for k, v in comparisons.items()},
                                                      indent=2) + "\n")
     initial_file = out / "initial.json"
@@ -305,8 +321,9 @@ def run_grid(s: GridSettings, out: str | Path, progress: bool = True, workers: i
         initial_file.write_text(json.dumps(initial_metrics(s), indent=2) + "\n")
     big = max(s.n_ts)
     arms = [a for a in unique_arms(comparisons) if not s.arms or a.name in s.arms]
-    jobs = sorted(((s, arm, seed, out / "runs") for seed in range(s.seeds) for arm in arms),
-                  key=lambda job: (job[1].n_t == big > 1, job[2], job[1].n_t))
+    cost = (lambda job: (job[1].n_t == big > 1, job[2], job[1].n_t)) if s.order == "cost" else \
+        (lambda job: (job[2], job[1].n_t, job[1].reward != "verified"))
+    jobs = sorted(((s, arm, seed, out / "runs") for seed in range(s.seeds) for arm in arms), key=cost)
     if finished_only:
         jobs = [job for job in jobs if (job[3] / f"{job[1].name}-s{job[2]}" / "summary.json").is_file()]
         if not jobs:
@@ -464,6 +481,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"held-out pool puzzles per evaluation (default {d.num_test})")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="config override for every run (e.g. rollout.cache=prefix); recorded in settings.json")
+    parser.add_argument("--control-nt", default=None,
+                        help=f"n_t of each random-reward control, comma-separated, the best arm's first "
+                             f"(default {','.join(map(str, d.control_nts))})")
+    parser.add_argument("--order", choices=["cost", "seed"], default=None,
+                        help="cost: cheap arms first, largest n_t last; seed: every arm of a seed before the next")
     parser.add_argument("--workers", type=int, default=1, help="runs trained at once (processes, 1 thread each)")
     parser.add_argument("--ci", action="store_true", help="minutes-scale grid (1 seed, 2 steps, 16 puzzles)")
     parser.add_argument("--finished-only", action="store_true",
@@ -475,12 +497,15 @@ def main(args: argparse.Namespace) -> int:
     s = GridSettings.ci() if args.ci else GridSettings()
     try:
         n_ts = tuple(int(n) for n in args.n_t.split(",")) if args.n_t else None
+        control_nts = tuple(int(n) for n in args.control_nt.split(",")) if args.control_nt else None
     except ValueError:
-        raise BGPOError(f"--n-t expects comma-separated integers like 1,4,16; got {args.n_t!r}") from None
+        raise BGPOError(f"--n-t/--control-nt expect comma-separated integers like 1,4,16; got "
+                        f"{args.n_t!r}/{args.control_nt!r}") from None
     arms = tuple(a.strip() for a in args.arms.split(",")) if args.arms else None
     changes = {k: v for k, v in {"init_from": args.init_from, "seeds": args.seeds, "steps": args.steps,
                                  "lr": args.lr, "n_ts": n_ts, "arms": arms, "eval_every": args.eval_every,
-                                 "num_test": args.num_test, "extra_overrides": args.set or None}.items()
+                                 "num_test": args.num_test, "extra_overrides": args.set or None,
+                                 "control_nts": control_nts, "order": args.order}.items()
                if v is not None}
     if args.init_from and not Path(args.init_from, "config.json").is_file():
         raise BGPOError(f"--init-from {args.init_from} holds no config.json; pass a `bgpo sft --out` directory")

@@ -6,6 +6,7 @@ gives the same one-line error instead of a ``JSONDecodeError`` traceback from de
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from bgpo.errors import BGPOError
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
     """``(line number, object)`` for every non-blank line of ``path``; a bad line raises BGPOError."""
     path = Path(path)
-    with path.open(encoding="utf-8") as f:
+    with (gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else path.open(encoding="utf-8")) as f:
         for line_no, line in enumerate(f, start=1):
             if not line.strip():
                 continue

@@ -23,6 +23,7 @@ code. The run directory holds ``config.yaml``, ``metrics.jsonl`` (one row per st
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import time
 from dataclasses import dataclass
@@ -86,6 +87,9 @@ def train(config: Config | str | Path, *, overrides: list[str] | None = None, re
                 result = evaluate_examples(run.model, run.tokenizer, run.task, run.test_set, cfg,
                                            accelerator=run.accelerator)
                 _log(run, "eval.jsonl", {"step": done, **result["summary"]})
+                if t.eval_completions:
+                    _log(run, "eval_completions.jsonl.gz",
+                         {"step": done, "completions": [r["completion"] for r in result["records"]]})
             if (t.checkpoint_every and done % t.checkpoint_every == 0) or done == t.steps:
                 checkpoint.save_checkpoint(run.accelerator, run.dir, cfg, done, t.keep_checkpoints)
         checkpoint.save_final(run.accelerator, run.model, run.tokenizer, run.dir / "final")
@@ -199,8 +203,9 @@ def _metrics_row(run: Run, ro: Rollouts, stats: dict, done: int, times: dict) ->
     local = torch.tensor([stats.get("loss", 0.0), stats.get("clip_frac", 0.0), stats.get("ratio", 0.0)],
                          device=acc.device)
     loss, clip_frac, ratio = acc.reduce(local, "mean").tolist()
-    tokens, positions = acc.reduce(torch.tensor([float(ro.response_mask.sum()), float(ro.positions)],
-                                                device=acc.device), "sum").tolist()
+    trained = stats.get("n_forward", 0.0) * ro.input_ids.numel()  # positions each of old/update passes over
+    tokens, positions, trained = acc.reduce(torch.tensor([float(ro.response_mask.sum()), float(ro.positions),
+                                                          trained], device=acc.device), "sum").tolist()
     named = run.task.metrics(ro.completions, ro.examples, ro.rewards.tolist())  # this rank's rollouts
     named = dict(zip(named, acc.reduce(torch.tensor(list(named.values()), device=acc.device), "mean").tolist()))
     return {"step": done, "reward_mean": rewards.mean().item(), "reward_std": rewards.std().item(), **named,
@@ -209,7 +214,7 @@ def _metrics_row(run: Run, ro: Rollouts, stats: dict, done: int, times: dict) ->
             "shift_mean": stats.get("shift_mean", 0.0), "shift_adv": stats.get("shift_adv", 0.0),
             "n_forward": stats.get("n_forward", 0.0),
             "lr": run.scheduler.get_last_lr()[0], "response_tokens": int(tokens), "sequences": int(rewards.numel()),
-            "rollout_positions": int(positions),
+            "rollout_positions": int(positions), "update_positions": int(trained),
             **{k: round(v, 4) for k, v in times.items()}, "memory_mb": round(_memory_mb(acc.device), 1)}
 
 
@@ -230,8 +235,10 @@ def _progress(run: Run):
 
 
 def _log(run: Run, name: str, row: dict) -> None:
+    """Append one JSON row to a run log (gzip members when ``name`` ends in ``.gz``: still one valid file)."""
     if run.accelerator.is_main_process:
-        with (run.dir / name).open("a") as f:
+        path = run.dir / name
+        with (gzip.open(path, "at") if path.suffix == ".gz" else path.open("a")) as f:
             f.write(json.dumps(row) + "\n")
 
 

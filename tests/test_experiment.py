@@ -1,13 +1,16 @@
 """The small-scale grid: its arms, the equal-memory rule, summary maths, resume/skip of runs."""
 
+import dataclasses
 import json
+import shutil
 
 import pandas as pd
 import pytest
 
 import bgpo.train
-from bgpo.experiment import (Arm, GridSettings, book_arms, equal_memory_nt, load_curves, run_one, summarize_run,
-                             table, unique_arms)
+from bgpo.errors import BGPOError
+from bgpo.experiment import (Arm, GridSettings, book_arms, equal_memory_nt, load_curves, read_jsonl, run_one,
+                             summarize_run, table, unique_arms)
 
 
 def test_arms_cover_every_comparison_once():
@@ -43,10 +46,13 @@ def _fake_train(calls):
     def train(cfg, resume, output_dir):
         calls.append((cfg.objective.name, cfg.objective.n_t, cfg.trainer.seed, resume))
         out = output_dir
-        (out / "checkpoints" / "step-0000002").mkdir(parents=True)
-        (out / "final").mkdir()
+        ckpt = out / "checkpoints" / f"step-{cfg.trainer.steps:07d}"
+        ckpt.mkdir(parents=True)
+        (ckpt / "state.json").write_text(json.dumps({"step": cfg.trainer.steps}))
+        (out / "final").mkdir(exist_ok=True)
+        first = len(read_jsonl(out / "metrics.jsonl")) + 1  # a resumed run appends the steps it adds
         with (out / "metrics.jsonl").open("a") as f:
-            for step in range(1, cfg.trainer.steps + 1):
+            for step in range(first, cfg.trainer.steps + 1):
                 f.write(json.dumps({"step": step, "reward_mean": 0.1 * step, "rollout_s": 1.0, "old_s": 0.5,
                                     "update_s": 2.0}) + "\n")
         with (out / "eval.jsonl").open("a") as f:
@@ -56,7 +62,7 @@ def _fake_train(calls):
     return train
 
 
-def test_run_one_trains_once_then_skips_and_drops_weights(tmp_path, monkeypatch):
+def test_run_one_trains_once_then_skips_and_keeps_what_a_longer_run_resumes_from(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(bgpo.train, "train", _fake_train(calls))
     s = GridSettings(init_from=str(tmp_path / "sft"), steps=3)
@@ -68,9 +74,30 @@ def test_run_one_trains_once_then_skips_and_drops_weights(tmp_path, monkeypatch)
     assert first["final_solved"] == 0.25 and first["final_cell_accuracy"] == 0.6 and first["steps"] == 3
     assert first["train_reward_last"] == pytest.approx(0.2)  # stale row gone: mean of 0.1, 0.2, 0.3
     assert first["compute_s"] == pytest.approx(10.5)
-    assert not (stale / "checkpoints").exists() and (stale / "final").exists()  # the policy stays for analysis
+    assert (stale / "checkpoints").exists() and (stale / "final").exists()  # policy and last state stay
     again = run_one(s, Arm("bgpo", 4), 1, tmp_path / "runs")
     assert again == first and len(calls) == 1  # finished runs are skipped
+    longer = run_one(dataclasses.replace(s, steps=5), Arm("bgpo", 4), 1, tmp_path / "runs")
+    assert len(calls) == 2 and longer["steps"] == 5  # run on from the kept checkpoint, not from scratch
+    assert longer["wall_s"] >= first["wall_s"]  # wall time accumulates over the two sittings
+
+
+def test_run_one_refuses_to_extend_a_run_without_its_checkpoint(tmp_path, monkeypatch):
+    from bgpo.errors import BGPOError
+
+    monkeypatch.setattr(bgpo.train, "train", _fake_train([]))
+    s = GridSettings(init_from="sft", steps=2)
+    run_one(s, Arm("d1"), 0, tmp_path / "runs")
+    shutil.rmtree(tmp_path / "runs" / "d1-s0" / "checkpoints")
+    with pytest.raises(BGPOError, match="kept no checkpoint"):
+        run_one(dataclasses.replace(s, steps=4), Arm("d1"), 0, tmp_path / "runs")
+
+
+def test_seed_order_runs_every_arm_of_a_seed_first_and_controls_match_their_n_t():
+    arms = unique_arms(book_arms(1, (1, 4, 16), control_nts=(16, 1)))
+    assert [a.name for a in arms if a.reward == "shuffled"] == ["bgpo-nt16-random", "bgpo-nt1-random"]
+    with pytest.raises(BGPOError, match="order is cost or seed"):
+        GridSettings(init_from="sft", order="fastest").check()
 
 
 def test_summarize_unfinished_run_raises(tmp_path):

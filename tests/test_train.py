@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from bgpo.config import load_config
 from bgpo.errors import BGPOError
 from bgpo.checkpoint import latest_checkpoint
+from bgpo.jsonl import iter_jsonl
 from bgpo.train import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,15 +47,19 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def test_one_run_logs_metrics_evaluates_checkpoints_and_exports(tmp_path):
-    run = train(load_config(tiny(tmp_path)))
+    run = train(load_config(tiny(tmp_path, trainer={"eval_completions": True})))
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]
+    per_pass = rows[0]["update_positions"] / (rows[0]["n_forward"] * rows[0]["sequences"])  # prompt + response
+    assert per_pass == int(per_pass) > rows[0]["response_tokens"] / rows[0]["sequences"]
     for key in ("reward_mean", "reward_std", "d1_success", "strict_success", "zero_adv_groups", "loss", "clip_frac",
                 "grad_norm", "n_forward", "response_tokens", "rollout_s", "old_s", "update_s", "memory_mb"):
         assert key in rows[0]
     assert rows[0]["sequences"] == 4 and rows[0]["response_tokens"] == 4 * 8
     evals = [json.loads(line) for line in (run / "eval.jsonl").read_text().splitlines()]
     assert evals[0]["step"] == 2 and evals[0]["n"] == 2 and 0 <= evals[0]["d1_success"] <= 1
+    written = [row for _, row in iter_jsonl(run / "eval_completions.jsonl.gz")]  # in test-set order
+    assert [r["step"] for r in written] == [2] and len(written[0]["completions"]) == evals[0]["n"]
     assert latest_checkpoint(run).name == "step-0000002"
     assert len(list((run / "checkpoints").glob("step-*"))) == 2  # keep_checkpoints
     from bgpo.model import LLaDAModelLM
@@ -132,7 +137,7 @@ def test_refuses_to_overwrite_a_run_without_resume(tmp_path):
 
 @pytest.mark.slow
 def test_sigkill_then_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
-    steps = {"steps": 8, "checkpoint_every": 2, "keep_checkpoints": 8}
+    steps = {"steps": 8, "checkpoint_every": 2, "keep_checkpoints": 8, "eval_every": 2, "eval_completions": True}
     straight = train(load_config(tiny(tmp_path / "a", trainer=steps)))
     cfg_file = tmp_path / "b.yaml"
     cfg_file.write_text(yaml.safe_dump(tiny(tmp_path / "b", trainer=steps)))
@@ -155,6 +160,8 @@ def test_sigkill_then_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a), f"resumed from {killed_at}: weights differ"
     rows = [json.loads(line)["step"] for line in (resumed / "metrics.jsonl").read_text().splitlines()]
     assert rows == list(range(1, 9))  # rows written after the checkpoint were replaced, not duplicated
+    logged = [row["step"] for _, row in iter_jsonl(resumed / "eval_completions.jsonl.gz")]
+    assert logged == [2, 4, 6, 8]  # the gzip log is trimmed the same way
 
 
 def _free_port() -> int:
