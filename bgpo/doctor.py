@@ -19,9 +19,15 @@ of time is recorded and the next one runs):
                        reduce-scatter round per update, the sharded checkpoint read back in one process
 
 With ``--gpu`` the sizes are the GPU column of :data:`SIZES` (the H100 measurements of
-``book/data/gpu-h100/``); without it the same code runs at CPU size and every criterion that only a
-GPU can judge says "needs a GPU". The report (``--out``) holds every figure and a summary table:
-one row per criterion with its status, the measured figure and the threshold (:func:`summary_frame`).
+``book/data/gpu-h100/``); without it the same code runs at CPU size. A criterion that only a GPU can judge
+then shows the CPU's figure as ``info`` beside the GPU threshold (a CPU's tokens/s are not a verdict), and
+says "needs a GPU" only where nothing was measured. The report (``--out``) holds every figure and a summary
+table: one row per criterion with its status, the measured figure and the threshold (:func:`summary_frame`).
+
+The GPU criteria are calibrated on the H200 report (``book/data/gpu-h200/doctor.json``): packed attention is
+judged against its ideal speed-up ``1 / real_fraction`` (it can only skip the padding), the optimiser step is
+timed a second time because the first one compiles, and the free-disk row names what the space is for and
+the setting that lowers it.
 
 Time limits: a check runs under ``SIGALRM``, which interrupts Python between operations (a single long
 kernel finishes first); the sum of the GPU budgets is :func:`budget_sum` (checks 1-6 on one GPU: 450 s).
@@ -59,7 +65,10 @@ PASS, FAIL, NEEDS_GPU, SKIPPED, INFO, TIMEOUT, ERROR = (
 # H100 (4-block LLaDA-8B stack, 8 x 256 prompt + 256 generated, 64 steps); the faster is the bar to beat
 H100_CPU_GENERATOR_TOKENS_S = 81.0
 SAMPLER_SPEEDUP = 15.0
-PACKED_SPEEDUP = 1.3
+# Packed attention skips the padding and nothing else, so its ideal speed-up over padded attention is
+# 1 / real_fraction. The H200 reached 1.29x of an ideal 1.39x (93%) at 72% real tokens, where a fixed 1.3x
+# bar failed it; 85% of the ideal leaves room for the per-sequence kernel overhead that packing adds.
+PACKED_SHARE_OF_IDEAL = 0.85
 PLAN_TOLERANCE = 0.15  # the planner's stated calibration against the H100 measurements (bgpo.plan)
 # GSM8K test questions 1, 2, 3 and 6 (openai/gsm8k, MIT) with their reference answers
 GSM8K = [
@@ -158,9 +167,12 @@ class Check:
     figures: dict = field(default_factory=dict)
 
     def judge(self, criterion: str, ok: bool | None, measured: str, threshold: str) -> bool | None:
-        """A pass/fail row (``ok=None``: only a GPU can judge it)."""
-        status = NEEDS_GPU if ok is None else (PASS if ok else FAIL)
-        self.rows.append(Row(self.name, criterion, status, measured, threshold))
+        """A pass/fail row. ``ok=None``: only a GPU can judge it, so the figure measured here is information,
+        and the threshold says it applies on a GPU (a CPU's speed next to "needs a GPU" reads as a failure)."""
+        if ok is None:
+            self.rows.append(Row(self.name, criterion, INFO, measured, f"on a GPU: {threshold}"))
+        else:
+            self.rows.append(Row(self.name, criterion, PASS if ok else FAIL, measured, threshold))
         return ok
 
     def note(self, criterion: str, status: str, measured: str = "", threshold: str = "") -> None:
@@ -216,10 +228,15 @@ def environment(c: Check, ctx: Context) -> None:
     c.note("flash-attn (optional)", INFO, f["flash-attn"] or "not installed", "optional")
     from bgpo.experiment import relative  # the report names no machine path
 
-    need = ctx.sizes.min_free_gb or _run_disk_gb()
     free = shutil.disk_usage(ctx.work).free / 1e9
     f.update(free_disk_gb=round(free, 1), disk_path=str(relative(ctx.work)))
-    c.judge("free disk for checkpoints", free >= need, f"{free:.0f} GB", f">= {need:.0f} GB")
+    if ctx.sizes.min_free_gb:
+        c.judge("free disk for the checks' checkpoints", free >= ctx.sizes.min_free_gb, f"{free:.0f} GB",
+                f">= {ctx.sizes.min_free_gb:g} GB")
+        return
+    keep, per_gb = _run_checkpoints()
+    f.update(checkpoint_gb=round(per_gb, 1), keep_checkpoints=keep)
+    c.judge(*disk_row(free, per_gb, keep))
 
 
 def packed_attention(c: Check, ctx: Context) -> None:
@@ -265,9 +282,32 @@ def packed_attention(c: Check, ctx: Context) -> None:
     c.judge(f"max |log p| packed - padded ({s.dtype})", diff <= p["logp_tol"], f"{diff:.2g}", f"<= {p['logp_tol']:g}")
     c.judge("max gradient difference / max gradient", grad_diff <= p["grad_tol"], f"{grad_diff:.2g}",
             f"<= {p['grad_tol']:g}")
-    c.judge(f"packed / padded speed at {real / ids.numel():.0%} real tokens", speedup >= PACKED_SPEEDUP
-            if s.kind == "cuda" else None, f"{speedup:.2f}x ({real / t_packed:,.0f} vs {real / t_padded:,.0f} tok/s)",
-            f">= {PACKED_SPEEDUP}x")
+    criterion, ok, measured, threshold = packed_speed_row(speedup, real / ids.numel(), real / t_packed,
+                                                         real / t_padded)
+    c.judge(criterion, ok if s.kind == "cuda" else None, measured, threshold)
+
+
+def packed_speed_row(speedup: float, real_fraction: float, packed_tps: float,
+                     padded_tps: float) -> tuple[str, bool, str, str]:
+    """(criterion, ok, measured, threshold) of the packed-attention speed: the measured speed-up beside the
+    ideal ``1 / real_fraction`` (the padding skipped, nothing else), passing at
+    :data:`PACKED_SHARE_OF_IDEAL` of the ideal."""
+    ideal = 1 / real_fraction
+    share = speedup / ideal
+    return (f"packed / padded speed at {real_fraction:.0%} real tokens", share >= PACKED_SHARE_OF_IDEAL,
+            f"{speedup:.2f}x = {share:.0%} of the ideal {ideal:.2f}x ({packed_tps:,.0f} vs {padded_tps:,.0f} tok/s)",
+            f">= {PACKED_SHARE_OF_IDEAL:.0%} of 1/{real_fraction:.2f} = {PACKED_SHARE_OF_IDEAL * ideal:.2f}x")
+
+
+def disk_row(free_gb: float, checkpoint_gb: float, keep: int) -> tuple[str, bool, str, str]:
+    """(criterion, ok, measured, threshold) of the free disk a one-GPU LLaDA-8B run needs: ``keep`` checkpoints
+    plus the one being written, each weights + optimiser states; the threshold names the setting that lowers
+    it (``trainer.keep_checkpoints``) and what its smallest value, 1, needs."""
+    need = (keep + 1) * checkpoint_gb
+    lower = "" if keep <= 1 else f"; trainer.keep_checkpoints=1 needs {2 * checkpoint_gb:.0f} GB"
+    return (f"free disk for {keep + 1} checkpoints of llada8b-math-1gpu (weights + optimiser states)", free_gb >= need,
+            f"{free_gb:.0f} GB", f">= {need:.0f} GB = ({keep} kept + 1 being written) x {checkpoint_gb:.1f} GB"
+            f" (trainer.keep_checkpoints={keep}{lower})")
 
 
 def sampler(c: Check, ctx: Context) -> None:
@@ -414,16 +454,13 @@ def _update_and_checkpoint(c: Check, ctx: Context, cfg, accelerator, model, opti
     activations, _, update_s = measure_update("bgpo", model, cfg.objective.n_t, tensors)
     accelerator.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
     sample = _sample_weights(model)  # a strided sample of every parameter and its gradient's sign
-    _sync(s.device)
-    start = time.perf_counter()
-    optimizer.step()
-    scheduler.step()
-    _sync(s.device)
-    step_s = time.perf_counter() - start
+    first_s = _timed_step(optimizer, scheduler, s.device)  # torchao's optimisers compile here (27.6 s on the H200)
     moved = _mean_move(sample) / cfg.optim.lr
-    c.figures.update(activation_bytes=activations, update_s=update_s, optimizer_step_s=step_s, moved_over_lr=moved)
-    c.judge("update + optimiser step time", True, f"{update_s:.2f} s + {step_s:.2f} s",
-            "measured (first step compiles)")
+    step_s = _timed_step(optimizer, scheduler, s.device)  # the same gradients again: what every later step costs
+    c.figures.update(activation_bytes=activations, update_s=update_s, optimizer_step_s=first_s,
+                     optimizer_steady_step_s=step_s, moved_over_lr=moved)
+    c.judge("update + optimiser step time (second step)", True, f"{update_s:.2f} s + {step_s:.2f} s", "measured")
+    c.note("first optimiser step (compilation, once per run)", INFO, f"{first_s:.2f} s")
     if s.kind == "cuda":
         peak = torch.cuda.max_memory_allocated() / 1e9
         c.figures["peak_gb"] = peak
@@ -458,6 +495,16 @@ def _update_and_checkpoint(c: Check, ctx: Context, cfg, accelerator, model, opti
     c.judge("checkpoint reload bit-identical (weights + optimiser)", not bad and len(states) > 0,
             f"{len(weights)} + {len(states)} tensors equal" if not bad else f"{len(bad)} differ, e.g. {bad[0]}",
             "all equal")
+
+
+def _timed_step(optimizer, scheduler, device: str) -> float:
+    """Seconds of one optimiser + scheduler step, synchronised."""
+    _sync(device)
+    start = time.perf_counter()
+    optimizer.step()
+    scheduler.step()
+    _sync(device)
+    return time.perf_counter() - start
 
 
 def end_to_end(c: Check, ctx: Context) -> None:
@@ -536,15 +583,18 @@ def real_weights(c: Check, ctx: Context) -> None:
     correct = round(metrics["d1_accuracy"] * len(examples))
     c.figures.update(params=P, load_s=load_s, generate_s=gen_s, metrics=metrics, completions=completions)
     c.judge("weights load", P > 0, f"{P / 1e9:.2f}B params in {load_s:.0f} s", "loaded")
-    big = P > 1e9  # a tiny local model exercises the path; only the 8B is expected to answer
-    c.judge("greedy GSM8K answers (d1 parser)", correct >= 1 if big else None, f"{correct} of 4", ">= 1 of 4 (8B)")
+    if P > 1e9:
+        c.judge("greedy GSM8K answers (d1 parser)", correct >= 1, f"{correct} of 4", ">= 1 of 4")
+    else:  # a tiny local model exercises the path; only the 8B is expected to answer
+        c.note("greedy GSM8K answers (d1 parser)", INFO, f"{correct} of 4", "judged for a > 1B model: >= 1 of 4")
 
 
 def fsdp2(c: Check, ctx: Context) -> None:
     """2 processes under `bgpo launch`'s FSDP2 config: 2 steps, one reduce-scatter round per update, the
     sharded checkpoint read back whole."""
     if ctx.gpus < 2:
-        c.note("FSDP2 over 2 GPUs", NEEDS_GPU if ctx.sizes.kind == "cpu" else SKIPPED, f"{ctx.gpus} GPU(s)", ">= 2")
+        c.note("FSDP2 over 2 GPUs", NEEDS_GPU if ctx.sizes.kind == "cpu" else SKIPPED,
+               "CPU-size run" if ctx.sizes.kind == "cpu" else f"{ctx.gpus} GPU", ">= 2 GPUs")
         return
     from bgpo.checkpoint import FSDP_SHARDS, latest_checkpoint, load_model
     from bgpo.config import load_config
@@ -610,15 +660,15 @@ def _driver_version() -> str | None:
     return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
 
 
-def _run_disk_gb() -> float:
-    """Disk a one-GPU LLaDA-8B run needs: keep_checkpoints + 1 (the one being written) of weights + states."""
+def _run_checkpoints() -> tuple[int, float]:
+    """(keep_checkpoints, GB of one checkpoint: bf16 weights + optimiser states) of the one-GPU LLaDA-8B preset."""
     from bgpo.config import load_config
     from bgpo.optim import state_bytes_per_param
     from bgpo.plan import model_dims, n_params
 
     cfg = load_config("llada8b-math-1gpu")
     per = n_params(model_dims(cfg)) * (2 + state_bytes_per_param(cfg.optim.name, 2))
-    return (cfg.trainer.keep_checkpoints + 1) * per / 1e9
+    return cfg.trainer.keep_checkpoints, per / 1e9
 
 
 def _cpu_name() -> str:
