@@ -299,6 +299,28 @@ def measured_throughput(data: Path = DATA) -> Throughput | None:
     return Throughput(flop / seconds / 1e12, source, [s["optimizer_s"] for s in record.get("steps", [])[1:]])
 
 
+def measured_vs_planned(path: Path, config: str = "llada8b-math-1gpu") -> list[dict]:
+    """A GPU measurement of the full model (``gpu-*/fullscale.json``: its ``sweep`` of one update per objective
+    and n_t, weights in memory, no optimiser) beside this planner for ``config`` on one GPU, at the measured
+    micro-batch and lengths. Per row, in GB: the saved activations; the peak above the weights; the peak with
+    the config's optimiser states added (the measured update peak plus the planned states, which the sweep
+    did not allocate), against the planned training peak."""
+    record = json.loads(path.read_text())
+    sizes = record["sizes"]
+    cfg = load_config(config, [f"model.overrides={{n_layers: {sizes['layers']}}}",
+                               f"rollout.max_prompt_length={sizes['prompt']}",
+                               f"rollout.gen_length={sizes['seq'] - sizes['prompt']}"])
+    rows = []
+    for r in record["sweep"]:
+        p = plan(cfg, objective=r["objective"], n_t=r["n_t"], gpus=1, micro_batch_size=sizes["micro_batch"],
+                 gradient_checkpointing=sizes["checkpointing"])
+        rows.append({"objective": r["objective"], "n_t": r["n_t"], "activations_gb": r["activation_gb"],
+                     "planned_activations_gb": p.activations_gb, "update_gb": r["update_peak_over_weights_gb"],
+                     "planned_update_gb": p.update_peak_gb, "peak_with_states_gb": r["abs_peak_gb"] + p.optimizer_gb,
+                     "planned_peak_gb": p.train_peak_gb, "optimizer_gb": p.optimizer_gb, "seconds": r["seconds"]})
+    return rows
+
+
 def step_flops(params: int, sequences: int, seq_len: int, positions: int, objective: str, n_t: int,
                checkpointing: bool, ppo_epochs: int = 1) -> dict[str, float]:
     """FLOP of one RL step's parts over all GPUs (module docstring): rollout, old, update, shift."""

@@ -567,9 +567,10 @@ def _printed(path: Path, marker: str) -> str:
     return "".join(o.text for o in cells[0].get("outputs", []) if o.output_type == "stream")
 
 
-@pytest.mark.parametrize("name, marker", [("03-memory.ipynb", ".table())"), ("06-full-scale.ipynb", "memory.table()")])
+@pytest.mark.parametrize("name, marker", [("06-full-scale.ipynb", "memory.table()")])
 def test_printed_memory_plans_are_todays(name, marker):
-    """Chapters 3 and 6 print the plan of llada8b-math on 8 x 80 GB with their default parameters."""
+    """Chapter 6 prints the plan of llada8b-math on 8 x 80 GB with its default parameters (the only printout of
+    a plan: chapter 3 shows the same budget as a table and links there)."""
     from bgpo.plan import plan
 
     expected = plan("llada8b-math", gpus=8, gpu_memory_gb=80.0).table()

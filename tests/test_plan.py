@@ -236,3 +236,16 @@ def test_plan_without_a_measured_rate_still_prints_the_memory_plan(capsys, monke
     assert "PEAK per GPU" in out and "time plan: no committed GPU measurement" in out and "TFLOP/s per GPU," not in out
     assert main(["plan", "--config", "llada8b-math", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["time"] is None
+
+
+def test_measured_vs_planned_puts_the_h200_full_model_beside_the_plan():
+    """The full LLaDA-8B shape on the H200 (one GPU, 8-bit states): BGPO flat in n_t, the ELBO objective not,
+    and the planned peaks within 2% of the measured ones with the planned states added."""
+    from bgpo.plan import measured_vs_planned
+
+    rows = {(r["objective"], r["n_t"]): r for r in measured_vs_planned(H200 / "fullscale.json")}
+    bgpo = [rows["bgpo", n]["activations_gb"] for n in (1, 4, 16)]
+    assert max(bgpo) / min(bgpo) < 1.001 and rows["elbo", 16]["activations_gb"] > 13 * bgpo[0]
+    for key in (("bgpo", 16), ("elbo", 16)):
+        assert rows[key]["planned_peak_gb"] == pytest.approx(rows[key]["peak_with_states_gb"], rel=0.02)
+    assert round(rows["bgpo", 16]["planned_peak_gb"], 1) == 51.6 and round(rows["bgpo", 16]["peak_with_states_gb"], 1) == 51.7
