@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from bgpo.diffusion import (SamplerStats, StepView, cache_window, denoise_step, device_generator, draw_masks,
                             elbo_term, generate)
 from bgpo.errors import BGPOError
+from bgpo.stats import bootstrap
 from bgpo.model import KVCache
 
 OUT = Path("book/data/small-scale/sampler-cache")
@@ -237,21 +238,6 @@ def run_study(s: StudySettings, out: str | Path = OUT, progress: bool = True) ->
                "cost": cost_table(cost).to_dict(orient="records")}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
-
-
-def bootstrap(diff: np.ndarray, reps: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    """Mean of a ``(seeds, puzzles)`` array of paired differences and its 95% bootstrap interval.
-
-    Each replicate resamples the seeds and the puzzles with replacement (a two-way bootstrap), so the
-    interval covers the noise of both the sampler streams and the puzzle draw.
-    """
-    rng = np.random.default_rng(seed)
-    S, N = diff.shape
-    means = np.empty(reps)
-    for k in range(reps):
-        means[k] = diff[rng.integers(0, S, S)][:, rng.integers(0, N, N)].mean()
-    lo, hi = np.quantile(means, [0.025, 0.975])
-    return float(diff.mean()), float(lo), float(hi)
 
 
 def compare(per_puzzle: pd.DataFrame) -> list[dict]:

@@ -89,8 +89,10 @@ class SFTConfig:
         return cfg
 
 
-# Imperfect teachers per task: (problem, rng) -> the completion the warm start imitates.
+# Imperfect teachers per task: (problem, rng) -> the completion the warm start imitates, and the teacher's
+# expected primary metric on one problem (averaged over its random draws, exactly).
 TEACHERS = {"sudoku": lambda example, rng: sudoku.imperfect_teacher(example["puzzle"], rng)}
+TEACHER_EXPECTED = {"sudoku": lambda example: sudoku.teacher_expected(example["puzzle"])}
 
 
 def make_data(cfg: SFTConfig, rl: Config) -> tuple[list[dict], list[dict]]:
@@ -114,7 +116,11 @@ def make_data(cfg: SFTConfig, rl: Config) -> tuple[list[dict], list[dict]]:
 
 
 def teacher_metrics(cfg: SFTConfig, rl: Config, test: list[dict]) -> dict:
-    """The teacher's own named metrics on the held-out examples: the level its student imitates."""
+    """The teacher's own named metrics on the held-out examples: the level its student imitates.
+
+    The named metrics are one draw of the teacher (seed ``cfg.seed``); ``<primary>_expected`` is its
+    expectation over the draws, the level to beat for a claim of "beyond the teacher".
+    """
     from bgpo.data import get_task
 
     if cfg.teacher == "solution":
@@ -122,7 +128,8 @@ def teacher_metrics(cfg: SFTConfig, rl: Config, test: list[dict]) -> dict:
     task, rng = get_task(rl.data), random.Random(cfg.seed)
     completions = [task.sft_target({**e, "solution": TEACHERS[rl.data.task](e, rng)}) for e in test]
     rewards = [task.reward(c, e) for c, e in zip(completions, test)]
-    return task.metrics(completions, test, rewards)
+    expected = sum(TEACHER_EXPECTED[rl.data.task](e) for e in test) / len(test)
+    return {**task.metrics(completions, test, rewards), f"{task.primary_metric}_expected": expected}
 
 
 @lru_cache(maxsize=4)

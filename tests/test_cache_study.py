@@ -8,19 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bgpo.cache_study import StudySettings, bootstrap, compare, drift_by_age, run_study
+from bgpo.cache_study import StudySettings, compare, drift_by_age, run_study
 from bgpo.errors import BGPOError
-
-
-def test_bootstrap_interval_holds_the_mean_and_narrows_with_more_puzzles():
-    rng = np.random.default_rng(0)
-    small = rng.normal(0.01, 0.1, size=(4, 64))
-    large = rng.normal(0.01, 0.1, size=(4, 1024))
-    m, lo, hi = bootstrap(small)
-    assert lo < m < hi and m == pytest.approx(small.mean())
-    _, lo2, hi2 = bootstrap(large)
-    assert (hi2 - lo2) < 0.5 * (hi - lo)  # ~ 1/sqrt(16) of the width
-    assert bootstrap(np.zeros((3, 10)))[1:] == (0.0, 0.0)
 
 
 def test_compare_pairs_each_cached_sampler_with_none_per_seed_and_puzzle():

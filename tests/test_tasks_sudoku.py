@@ -9,7 +9,7 @@ import pytest
 from bgpo.errors import BGPOError
 from bgpo.tasks import get_task
 from bgpo.tasks.d1_parse import sudoku_grid
-from bgpo.tasks.sudoku import all_grids, count_solutions, generate
+from bgpo.tasks.sudoku import all_grids, count_solutions, generate, score
 
 TASK = get_task("sudoku")
 PUZZLE, SOLUTION = "3102200002100320", "3142243142131324"  # 8 blanks
@@ -129,3 +129,24 @@ def test_the_imperfect_teacher_fills_singles_right_and_guesses_the_rest():
                 assert fill[i] == e["solution"][i]  # a naked single is always right
         accuracy.append(sum(fill[i] == e["solution"][i] for i in blanks) / len(blanks))
     assert 0.64 < sum(accuracy) / len(accuracy) < 0.71  # the room RL has: ~a third of the blanks
+
+
+def test_the_teachers_expectation_is_the_mean_of_its_draws_and_splits_by_cell_kind():
+    import random
+
+    from bgpo.data import heldout_pool
+    from bgpo.config import load_config
+    from bgpo.tasks.sudoku import cell_hits, imperfect_teacher, naked_singles, teacher_expected
+
+    pool = heldout_pool(load_config("small-sudoku").data)[:64]
+    draws = [[score(f"<answer>{imperfect_teacher(e['puzzle'], rng)}</answer>", e["puzzle"], e["solution"])
+              for e in pool] for rng in (random.Random(k) for k in range(400))]
+    per_puzzle = [sum(d[j] for d in draws) / len(draws) for j in range(len(pool))]
+    exact = [teacher_expected(e["puzzle"]) for e in pool]
+    assert max(abs(a - b) for a, b in zip(per_puzzle, exact)) < 0.08  # 400 draws: SE <= 0.025 per puzzle
+    assert abs(sum(per_puzzle) - sum(exact)) / len(pool) < 0.005
+    e = pool[0]
+    fill = imperfect_teacher(e["puzzle"], random.Random(0))
+    hits, singles = cell_hits(f"<answer>{fill}</answer>", e["puzzle"], e["solution"]), naked_singles(e["puzzle"])
+    assert len(hits) == len(singles) == e["puzzle"].count("0") and all(h for h, s in zip(hits, singles) if s)
+    assert cell_hits("no answer", e["puzzle"], e["solution"]) == [False] * len(hits)

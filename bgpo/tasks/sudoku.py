@@ -52,16 +52,17 @@ _GROUPS = [[r * 4 + c for c in range(4)] for r in range(4)] + \
 _PEERS = [sorted({j for g in _GROUPS if i in g for j in g} - {i}) for i in range(16)]
 
 
+def cell_hits(completion: str, puzzle: str, solution: str) -> list[bool]:
+    """Per blank of ``puzzle`` (in cell order): does the last answer fill it with ``solution``'s digit?"""
+    answer = last_answer(completion)
+    digits = "".join(ch for ch in answer if ch.isdigit())[:16].ljust(16, "0") if answer is not None else "0" * 16
+    return [digits[i] == solution[i] for i, ch in enumerate(puzzle) if ch == "0"]
+
+
 def score(completion: str, puzzle: str, solution: str) -> float:
     """Fraction of the blanks of ``puzzle`` that the last answer fills with ``solution``'s digit."""
-    answer = last_answer(completion)
-    if answer is None:
-        return 0.0
-    digits = "".join(ch for ch in answer if ch.isdigit())[:16].ljust(16, "0")
-    blanks = [i for i, ch in enumerate(puzzle) if ch == "0"]
-    if not blanks:
-        return 0.0
-    return sum(digits[i] == solution[i] for i in blanks) / len(blanks)
+    hits = cell_hits(completion, puzzle, solution)
+    return sum(hits) / len(hits) if hits else 0.0
 
 
 def d1_cells(completion: str, puzzle: str, solution: str) -> tuple[int, int]:
@@ -137,6 +138,22 @@ def generate(n: int, seed: int = 0, *, blanks: int | tuple[int, int] = 10) -> li
 def candidates(puzzle: str, i: int) -> str:
     """The digits cell ``i`` may hold given the digits already in its row, column and box."""
     return "".join(d for d in "1234" if all(puzzle[j] != d for j in _PEERS[i]))
+
+
+def naked_singles(puzzle: str) -> list[bool]:
+    """Per blank (in cell order): is it a naked single of the givens, the blanks the teacher always gets right?"""
+    return [len(candidates(puzzle, i)) == 1 for i, ch in enumerate(puzzle) if ch == "0"]
+
+
+def teacher_expected(puzzle: str) -> float:
+    """The imperfect teacher's *expected* cell accuracy on ``puzzle``, exactly (no draws).
+
+    A blank with candidates C (given the givens) is filled with a uniform draw from C, and the true
+    digit is always in C, so it is right with probability 1/|C| (1 for a naked single):
+    E[accuracy] = mean over blanks of 1/|C_i|. One draw (:func:`imperfect_teacher`) scatters around it.
+    """
+    sizes = [len(candidates(puzzle, i)) for i, ch in enumerate(puzzle) if ch == "0"]
+    return sum(1 / n for n in sizes) / len(sizes) if sizes else 0.0
 
 
 def imperfect_teacher(puzzle: str, rng: random.Random) -> str:
