@@ -5,19 +5,24 @@ layers (:mod:`bgpo.sandbox.launch`) are in place.
 
 Threat model: everything in this process belongs to the program. It can read and patch this code
 and the wire, write anything on its pipes, exit at any moment. So nothing here decides a verdict:
-the server only turns the program's values into data (or handles) and the judge, in another
-process, compares. The guard (an audit hook installed before the program runs) is the second
-line only: it refuses fork/exec/spawn/kill, socket/ctypes/subprocess/multiprocessing and
-subinterpreters (``_xxsubinterpreters``/``_interpreters``: audit hooks are per interpreter),
-symlinks and hard links, writes outside the writable directories, ``/proc/<pid>`` and ``gc``
-object introspection. Native code, ``os.mkfifo`` (no audit event) or ``_imp`` tricks get round it;
-the namespaces, uid, cgroup and Landlock are what hold.
+the server only turns the program's values into data (or handles: one per object, so identity
+holds on the judge's side) and the judge, in another process, compares. The guard (an audit hook
+installed before the program runs) is the second line only: it refuses fork/exec/spawn/kill,
+socket/ctypes/subprocess/multiprocessing and subinterpreters (``_xxsubinterpreters``/
+``_interpreters``: audit hooks are per interpreter), symlinks and hard links, writes outside the
+writable directories, ``/proc/<pid>`` and ``gc`` object introspection. It reads only exact
+``str``/``bytes`` (a module name that is not a ``str`` is refused; a path-like is turned into one
+once by ``os.fspath``), so no method of the program's own objects -- a ``str`` subclass whose
+``__str__`` lies -- decides a check. Native code, ``os.mkfifo`` (no audit event) or ``_imp``
+tricks get round it; the OS layers are what hold.
 """
 
 import sys
 
+import _operator
+
 # shipped: wire.py's text replaces the next line
-from bgpo.sandbox.wire import Channel, ChannelClosed, decode, deque, encode
+from bgpo.sandbox.wire import Channel, ChannelClosed, decode, encode
 
 MEMORY_ERROR, FILE_TOO_LARGE = 86, 87  # exit statuses the caller reads as limits (never a pass)
 
@@ -25,7 +30,7 @@ MEMORY_ERROR, FILE_TOO_LARGE = 86, 87  # exit statuses the caller reads as limit
 def _install_guard(writable):
     import posix
     getcwd, readlink, stat_, fspath = posix.getcwd, posix.readlink, posix.stat, posix.fspath
-    isinstance_, str_, bytes_, int_, len_, any_ = isinstance, str, bytes, int, len, any
+    isinstance_, type_, str_, bytes_, int_, len_, any_ = isinstance, type, str, bytes, int, len, any
     PermissionError_, ImportError_ = PermissionError, ImportError
     roots = tuple(writable)
     denied = frozenset({"os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty",
@@ -48,8 +53,11 @@ def _install_guard(writable):
         # the lexical absolute path; exact because the program cannot create symlinks
         if isinstance_(path, int_):
             return None
-        path = fspath(path)
-        if isinstance_(path, bytes_):
+        if type_(path) is not str_ and type_(path) is not bytes_:
+            path = fspath(path)  # once: a str subclass comes back as it is and is refused below
+        if type_(path) is not str_ and type_(path) is not bytes_:
+            raise PermissionError_("sandbox: a path must be a str or bytes (or give one through os.fspath)")
+        if type_(path) is bytes_:
             path = path.decode("utf-8", "surrogateescape")
         if not path.startswith("/"):
             base = getcwd() if dir_fd is None or dir_fd == -1 else readlink(f"/proc/self/fd/{dir_fd}")
@@ -69,8 +77,11 @@ def _install_guard(writable):
         if event in denied:
             raise PermissionError_(f"sandbox: {event} is not allowed")
         if event == "import":
-            if any_(part in denied_modules for part in str_(args[0]).split(".")):
-                raise ImportError_(f"sandbox: import of {args[0]} is not allowed")
+            name = args[0]
+            if type_(name) is not str_:
+                raise ImportError_("sandbox: a module name must be a str")
+            if any_(part in denied_modules for part in name.split(".")):
+                raise ImportError_(f"sandbox: import of {name} is not allowed")
         elif event == "open":
             path, mode, flags = args
             full = absolute(path, None)
@@ -79,7 +90,8 @@ def _install_guard(writable):
                 if len_(parts) > 2 and parts[1] == "proc" and (parts[2].isdigit() or "self" in parts[2]) \
                         and parts[3:4] != ["fd"]:
                     raise PermissionError_("sandbox: /proc/<pid> is not readable")
-            if ((flags or 0) & write_flags or any_(c in str_(mode or "") for c in "wax+")) and not inside(full):
+            writing = (flags or 0) & write_flags or any_(c in mode for c in "wax+" if type_(mode) is str_)
+            if writing and not inside(full):
                 raise PermissionError_(f"sandbox: writing outside the sandbox: {path!r}")
             if not inside(full):
                 try:
@@ -101,23 +113,28 @@ class _Server:
     """Answers the judge's requests about the program's module; its objects stay here as handles."""
 
     def __init__(self, module, channel_files, cap):
-        self.module, self.objects = module, {}
+        self.module, self.objects, self.keys = module, {}, {}  # key -> object, id(object) -> key
         self.channel = Channel(*channel_files, cap, self.serve)
 
     def handle(self, value):
-        """An object that is not plain data: kept here, sent as a handle (kind: call, iter or object)."""
-        if isinstance(value, _Callback):
-            return {"cb": value.id}
-        key = len(self.objects) + 1
-        self.objects[key] = value
+        """An object that is not plain data: kept here, sent as its one handle (kind: call, iter or
+        object), or as an exception class with the module and name of each class of its MRO."""
+        if isinstance(value, (_Callback, _TestIterator)):
+            return {"cb" if isinstance(value, _Callback) else "it": value.id}
+        key = self.keys.get(id(value))
+        if key is None:  # kept in self.objects, so its id is never reused
+            key = self.keys[id(value)] = len(self.objects) + 1
+            self.objects[key] = value
+        if isinstance(value, type) and issubclass(value, Exception):
+            return {"exc": [key, value.__name__[:100], [[str(c.__module__), c.__qualname__] for c in value.__mro__]]}
         kind = "iter" if hasattr(type(value), "__next__") else "call" if callable(value) else "object"
         return {"h": [key, type(value).__name__[:100], kind]}
 
     def resolve(self, tag, body):
         if tag == "h" and type(body) is int and body in self.objects:
             return self.objects[body]
-        if tag == "cb" and type(body) is int:
-            return _Callback(self, body)
+        if tag in ("cb", "it") and type(body) is int:
+            return (_Callback if tag == "cb" else _TestIterator)(self, body)
         raise ValueError("not tagged data")
 
     def out(self, value):
@@ -131,40 +148,71 @@ class _Server:
                                      if not name.startswith("__") and callable(value)]}]
             if op == "call":
                 return self.call(*rest)
-            target = self.objects[rest[0]]
-            if op == "next":
-                try:
-                    return ["ok", self.out(next(target))]
-                except StopIteration:
-                    return ["stop"]
-            if op == "getattr":
-                return ["ok", self.out(getattr(target, rest[1]))]
-            if op == "setattr":
-                setattr(target, rest[1], decode(rest[2], self.resolve))
-                return ["ok", None]
-            answer = {"iter": iter, "len": len, "str": str, "repr": repr}.get(op)
-            if answer is not None:
-                return ["ok", self.out(answer(target))]
-            if op == "getitem":
-                return ["ok", self.out(target[decode(rest[1], self.resolve)])]
-            if op == "contains":
-                return ["ok", self.out(decode(rest[1], self.resolve) in target)]
-            raise ValueError(f"unknown request {op!r}")
+            if op != "op" or rest[0] not in _OPERATIONS:
+                raise ValueError(f"unknown request {op!r}")
+            operands = [decode(x, self.resolve) for x in rest[1]]
+            try:
+                return ["ok", self.out(_OPERATIONS[rest[0]](*operands))]
+            except StopIteration:
+                if rest[0] != "next":
+                    raise
+                return ["stop"]
         except Exception as err:
-            return ["err", type(err).__name__, str(err)[:1000]]
+            return self.error(err)
+
+    def error(self, err):
+        """The exception as its class (a handle with its lineage), its args and its text."""
+        try:
+            text = str(err)[:1000]
+        except Exception:
+            text = ""
+        try:
+            args = self.out(err.args)
+        except Exception:  # nested too deep: the text is what is left
+            args = {"t": [text]}
+        return ["err", self.out(type(err)), args, text]
 
     def call(self, target, args, kwargs):
         function = self.objects[target] if type(target) is int else _lookup(self.module, target)
         args = [decode(a, self.resolve) for a in args]
         kwargs = {k: decode(v, self.resolve) for k, v in kwargs}
-        before = [self.out(a) if type(a) in _MUTABLE else None for a in args]
-        result = self.out(function(*args, **kwargs))
-        # arguments changed in place go back, so the judge can update its own objects
-        after = [[i, now] for i, (a, old) in enumerate(zip(args, before)) if old is not None and (now := self.out(a)) != old]
-        return ["ok", result, after]
+        passed = [*enumerate(args), *kwargs.items()]
+        before = {where: self.out(value) for where, value in passed if type(value) not in _SCALARS}
+        result = self.out(_as_in_a_script(function, args, kwargs, 1))
+        # arguments changed in place (at any depth) go back, so the judge can update its own objects
+        changed = [[where, now] for where, value in passed
+                   if where in before and (now := self.out(value)) != before[where]]
+        return ["ok", result, changed]
 
 
-_MUTABLE = (list, dict, set, bytearray, deque)  # arguments the judge updates in place
+_SCALARS = (int, float, bool, str, bytes, complex, type(None))  # arguments no call can change
+# what the judge may ask of the program's objects; each answers as plain Python does
+_OPERATIONS = {name: getattr(_operator, name) for name in (
+    "add", "sub", "mul", "matmul", "truediv", "floordiv", "mod", "pow", "lshift", "rshift", "and_", "xor", "or_",
+    "iadd", "isub", "imul", "imatmul", "itruediv", "ifloordiv", "imod", "ipow", "ilshift", "irshift", "iand",
+    "ixor", "ior", "neg", "pos", "abs", "invert", "index", "lt", "le", "gt", "ge", "contains", "getitem",
+    "setitem", "delitem")}
+_OPERATIONS.update(getattr=getattr, setattr=setattr, iter=iter, next=next, len=len, str=str, repr=repr, bool=bool,
+                   int=int, float=float, complex=complex, isinstance=isinstance, issubclass=issubclass)
+
+
+def _as_in_a_script(function, args, kwargs, below):
+    """``function(*args, **kwargs)`` with the recursion depth plain Python leaves it.
+
+    This module's frames (the boot, the server loop, the request) lie under the program's; the
+    recursion limit grows by their number less ``below`` -- the frames a script has under it too (1
+    for a function the script's top level calls) -- so a program recurses exactly as deep as it
+    would on its own. A limit the program set itself while running is left as it set it."""
+    extra, frame = -below, sys._getframe()
+    while frame is not None:
+        extra, frame = extra + 1, frame.f_back
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(limit + extra)
+    try:
+        return function(*args, **kwargs)
+    finally:
+        if sys.getrecursionlimit() == limit + extra:
+            sys.setrecursionlimit(limit)
 
 
 def _lookup(module, name):
@@ -189,6 +237,24 @@ class _Callback:
         raise RuntimeError(f"the test's callback raised {reply[1]}: {reply[2]}")
 
 
+class _TestIterator:
+    """An iterator the test passed in (a generator, ``map``, ...): each ``next`` advances it in the judge."""
+
+    def __init__(self, server, id_):
+        self.server, self.id = server, id_
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        reply = self.server.channel.ask(["next", self.id])
+        if reply[0] == "ok":
+            return decode(reply[1], self.server.resolve)
+        if reply[0] == "stop":
+            raise StopIteration
+        raise RuntimeError(f"the test's iterator raised {reply[1]}: {reply[2]}")
+
+
 def _main():
     import marshal, os, types
     config = marshal.loads(bytes.fromhex(sys.argv[-1]))  # the caller's plain data (no json/re import)
@@ -196,14 +262,14 @@ def _main():
     sys.argv[0] = "main.py"
     sys.path[:0] = config["path"]
     with open("main.py", encoding="utf-8") as f:
-        code = compile(f.read(), "main.py", "exec")
+        code = compile(f.read(), "main.py", "exec", dont_inherit=True)  # none of this file's future flags
     _install_guard(config["writable"])
     serving = config["requests"] >= 0
     module = types.ModuleType("__main__" if not serving else "solution")
     module.__file__ = os.path.abspath("main.py")
     sys.modules[module.__name__] = module
     try:
-        exec(code, module.__dict__)
+        _as_in_a_script(exec, (code, module.__dict__), {}, 0)
     except MemoryError:
         os._exit(MEMORY_ERROR)
     except OSError as err:

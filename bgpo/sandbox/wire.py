@@ -4,20 +4,22 @@ Shipped as source into both processes (so: standard library only, no ``from __fu
 
 Threat model: the judge decodes what a hostile program sends. So decoding rebuilds only a
 whitelist of standard value types (``Fraction``, ``Decimal``, ``deque``, ``Counter``,
-``OrderedDict``, ``defaultdict`` of a builtin factory, named tuples, ``range``, bytes, big ints,
-complex, numpy arrays and scalars of numeric/str dtypes) and never calls anything the data names
-beyond them; any other object of the program stays in the program and crosses as a *handle*
-whose equality is identity on the judge's side. A line longer than the run's output cap is
-refused before it is parsed, nesting is capped at :data:`MAX_DEPTH`, and a set or dict whose
-keys share one hash more than :data:`MAX_SAME_HASH` times (the quadratic-insert attack) is
-refused. Decoding happens only in the judge -- a child with CPU and wall limits -- so whatever
-it costs is counted against the run, never against the caller.
+``OrderedDict``, ``defaultdict``, dict views, named tuples, ``range``, bytes, big ints, complex,
+``array.array``, ``datetime``'s date/time/datetime/timedelta/timezone, numpy arrays and scalars of
+numeric/str dtypes) and never calls anything the data names beyond them (a ``defaultdict``'s
+factory is a builtin type by name, or a handle or callback that the other side resolves); any
+other object of the program stays in the program and crosses as a *handle* whose equality is
+identity on the judge's side. A line longer than the channel's cap (set within the judge's memory
+limit) is refused before it is parsed, nesting is capped at :data:`MAX_DEPTH`, and a set or dict
+whose keys share one hash more than :data:`MAX_SAME_HASH` times (the quadratic-insert attack) is
+refused. Decoding happens only in the judge -- a child with CPU and wall limits -- so whatever it
+costs is counted against the run, never against the caller.
 
-Messages are lists whose first item says what they are: requests (``names``, ``call``,
-``getattr``, ``setattr``, ``iter``, ``next``, ``len``, ``getitem``, ``contains``, ``str``,
-``repr``) and replies (``ok``, ``err``, ``stop``). Either side may ask while it waits for a
-reply (a program calling a callback the test passed it), so :class:`Channel` serves requests
-until its own reply arrives.
+Messages are lists whose first item says what they are: requests (``names``; ``call``; ``op``,
+an operation of the program's objects by name -- ``getattr``, ``len``, ``add``, ``lt``, ... --
+with its operands; ``next``, the program advancing an iterator of the test's) and replies (``ok``,
+``err``, ``stop``). Either side may ask while it waits for a reply (a program calling a callback
+the test passed it), so :class:`Channel` serves requests until its own reply arrives.
 """
 
 import sys
@@ -34,6 +36,9 @@ BIG = 1 << 62
 _DEFAULT_FACTORIES = {"int": int, "float": float, "str": str, "list": list, "set": set, "dict": dict,
                       "tuple": tuple, "frozenset": frozenset}
 _NUMPY_KINDS = "biufcU"
+_ARRAY_CODES = "bBhHiIlLqQfd"
+_VIEWS = {type({}.keys()): "dk", type({}.values()): "dv", type({}.items()): "di", type(OrderedDict().keys()): "dk",
+          type(OrderedDict().values()): "dv", type(OrderedDict().items()): "di"}
 
 
 def _codec():
@@ -109,8 +114,9 @@ def encode(value, other, depth=0):
         tag = "d" if kind is dict else "od" if kind is OrderedDict else "ctr"
         return {tag: [[encode(k, other, deeper), encode(v, other, deeper)] for k, v in value.items()]}
     if kind is defaultdict:
-        factory = getattr(value.default_factory, "__name__", None)
-        factory = factory if _DEFAULT_FACTORIES.get(factory) is value.default_factory else None
+        factory = value.default_factory
+        name = getattr(factory, "__name__", None)
+        factory = name if _DEFAULT_FACTORIES.get(name) is factory else None if factory is None else other(factory)
         return {"dd": [factory, [[encode(k, other, deeper), encode(v, other, deeper)] for k, v in value.items()]]}
     if kind is deque:
         return {"dq": [[encode(v, other, deeper) for v in value], value.maxlen]}
@@ -125,6 +131,15 @@ def encode(value, other, depth=0):
         return {"dec": str(value)}
     if kind is range:
         return {"r": [encode(value.start, other), encode(value.stop, other), encode(value.step, other)]}
+    if kind in _VIEWS:
+        tag = _VIEWS[kind]
+        return {tag: encode(list(value), other, deeper) if tag != "di" else
+                [[encode(k, other, deeper), encode(v, other, deeper)] for k, v in value]}
+    if kind is getattr(sys.modules.get("array"), "array", None) and value.typecode in _ARRAY_CODES:
+        return {"arr": [value.typecode, encode(value.tolist(), other, deeper)]}
+    times = _times(kind, value)
+    if times is not None:
+        return times
     if isinstance(value, tuple) and kind.__bases__ == (tuple,) and type(getattr(kind, "_fields", None)) is tuple:
         return {"nt": [str(kind.__name__), [str(f) for f in kind._fields], [encode(v, other, deeper) for v in value]]}
     if kind.__module__ == "numpy":
@@ -140,6 +155,43 @@ def encode(value, other, depth=0):
             if type(plain) is base:
                 return encode(plain, other, deeper)
     return other(value)
+
+
+def _times(kind, value):
+    """``datetime``'s values as their constructors' arguments (fixed-offset time zones only), else None."""
+    module = sys.modules.get("datetime")
+    if module is None or kind not in (module.date, module.time, module.datetime, module.timedelta, module.timezone):
+        return None
+    if kind is module.timedelta:
+        return {"td": [value.days, value.seconds, value.microseconds]}
+    if kind is module.timezone:
+        return {"tz": [_times(module.timedelta, value.utcoffset(None)), value.tzname(None)]}
+    if kind is module.date:
+        return {"date": [value.year, value.month, value.day]}
+    if value.tzinfo is not None and type(value.tzinfo) is not module.timezone:
+        return None  # a zoneinfo or the program's own tzinfo: no value to rebuild
+    zone = None if value.tzinfo is None else _times(module.timezone, value.tzinfo)
+    clock = [value.hour, value.minute, value.second, value.microsecond, zone, value.fold]
+    return {"time": clock} if kind is module.time else {"dtm": [value.year, value.month, value.day, *clock]}
+
+
+def _rebuild_time(tag, body):
+    """Inverse of :func:`_times`: only ints, a name and a fixed offset reach the constructors."""
+    import datetime
+
+    if tag == "td":
+        return datetime.timedelta(*_ints(body, 3))
+    if tag == "tz":
+        offset, name = _list(body, 2)
+        offset = _rebuild_time("td", _list(offset.get("td") if type(offset) is dict else None))
+        return datetime.timezone(offset, _str(name))
+    if tag == "date":
+        return datetime.date(*_ints(body, 3))
+    fields = _list(body, 6 if tag == "time" else 9)
+    *numbers, zone, fold = fields
+    zone = None if zone is None else _rebuild_time("tz", zone.get("tz") if type(zone) is dict else _bad())
+    kind = datetime.time if tag == "time" else datetime.datetime
+    return kind(*_ints(numbers, len(numbers)), tzinfo=zone, fold=_ints([fold], 1)[0])
 
 
 def decode(data, other, depth=0):
@@ -170,9 +222,29 @@ def decode(data, other, depth=0):
         return built
     if tag == "dd":
         factory, pairs = _list(body, 2)
-        if factory is not None and factory not in _DEFAULT_FACTORIES:
+        if type(factory) is dict:  # the other side's own callable: a handle or a callback
+            factory = decode(factory, other, deeper)
+        elif factory is None or factory in _DEFAULT_FACTORIES:
+            factory = _DEFAULT_FACTORIES.get(factory)
+        else:
             raise ValueError("unknown default factory")
-        return defaultdict(_DEFAULT_FACTORIES.get(factory), _pairs(pairs, other, deeper))
+        return defaultdict(factory, _pairs(pairs, other, deeper))
+    if tag in ("dk", "dv"):
+        items = [decode(v, other, deeper) for v in _list(body)]
+        if tag == "dk":
+            _check_hashes(items)
+        return dict.fromkeys(items).keys() if tag == "dk" else dict(enumerate(items)).values()
+    if tag == "di":
+        return dict(_pairs(body, other, deeper)).items()
+    if tag == "arr":
+        code, items = _list(body, 2)
+        if code not in _ARRAY_CODES:
+            raise ValueError("unknown array type")
+        import array
+
+        return array.array(code, decode(items, other, deeper))
+    if tag in ("td", "tz", "date", "time", "dtm"):
+        return _rebuild_time(tag, body)
     if tag == "dq":
         items, maxlen = _list(body, 2)
         if maxlen is not None and type(maxlen) is not int:
@@ -246,6 +318,12 @@ def _pairs(body, other, depth):
 
 def _list(body, length=None):
     if type(body) is not list or (length is not None and len(body) != length):
+        raise ValueError("not tagged data")
+    return body
+
+
+def _ints(body, length):
+    if not all(type(n) is int for n in _list(body, length)):
         raise ValueError("not tagged data")
     return body
 
