@@ -5,10 +5,13 @@ for, so every program is treated as hostile -- and every honest program must sti
 reward with false negatives teaches the wrong thing. Three parts, one file each, each with its
 threat model:
 
-* :mod:`~bgpo.sandbox.layers` (with :mod:`~bgpo.sandbox.launch`) -- the operating system's layers:
-  PID/IPC/network/mount/UTS namespaces with a read-only root and a size-limited tmpfs, memory and
-  pids cgroups for the whole run, the ``nobody`` uid, Landlock, rlimits; a run ends by killing its
-  PID namespace from outside and is over only when that is proven;
+* :mod:`~bgpo.sandbox.bwrap` -- the operating system's layer, bubblewrap: user/PID/IPC/network/
+  UTS/mount namespaces with a read-only view of exactly the interpreter, its stdlib and numpy, a
+  size-limited tmpfs, a seccomp filter (:mod:`~bgpo.sandbox.seccomp`: no keyrings, ptrace, mounts,
+  new namespaces or processes), uid ``nobody``, a cgroup per run (:mod:`~bgpo.sandbox.cgroup`),
+  rlimits; a run ends by killing its PID namespace from outside and is over only when that is
+  proven. Where it cannot be had, the code reward refuses in one line naming the fix, unless the
+  user chose ``trusted-only`` (:mod:`~bgpo.sandbox.host`);
 * :mod:`~bgpo.sandbox.harness` -- the program's side: the Python guard (second line only), the
   program as a module, a server that turns its values into data and keeps its objects as handles;
 * :mod:`~bgpo.sandbox.judge` -- the trusted judge, a separate process that runs the test code with
@@ -22,8 +25,10 @@ and a deadline and reads exit statuses, so no program can stall it. Every outcom
 :class:`Result`: ``passed | failed | timeout | crashed | limit`` with a reason.
 """
 
-from bgpo.sandbox.layers import NOBODY, remove_tree
+from bgpo.sandbox.host import remove_tree
+from bgpo.sandbox.bwrap import NOBODY, POLICIES, IsolationUnavailable, set_policy
 from bgpo.sandbox.runner import STATUSES, Limits, Program, Result, run, run_many
 from bgpo.sandbox.runner import isolation_report as isolation
 
-__all__ = ["NOBODY", "STATUSES", "Limits", "Program", "Result", "isolation", "remove_tree", "run", "run_many"]
+__all__ = ["NOBODY", "POLICIES", "STATUSES", "IsolationUnavailable", "Limits", "Program", "Result", "isolation",
+           "remove_tree", "run", "run_many", "set_policy"]

@@ -1,7 +1,7 @@
 """The judge's fork server: one trusted interpreter, started once, forks a fresh judge for every run.
 
-Starting an interpreter costs each run ~7 ms of CPU, and a run starts three (the launch, the
-program's, the judge's). The judge is trusted code with the caller's uid and no isolation of its
+Starting an interpreter costs each run ~7 ms of CPU, and a run starts two (the program's and
+the judge's). The judge is trusted code with the caller's uid and no isolation of its
 own to set up, so it need not be a new interpreter: the server (:func:`bgpo.sandbox.judge._serve`)
 loads the judge's code once and forks per run. A fork of a process that has run nothing but that
 loading starts in the same state a new interpreter would, and shares nothing with other runs; each
@@ -32,7 +32,7 @@ import subprocess
 import sys
 import threading
 
-from bgpo.sandbox import layers
+from bgpo.sandbox import shipped
 
 BOOT = ("import marshal, sys\nnamespace = {'__name__': 'bgpo_judge'}\n"
         "exec(marshal.loads(sys.stdin.buffer.read()), namespace)\nnamespace['_serve'](int(sys.argv[1]))")
@@ -81,7 +81,7 @@ class _Server:
         finally:
             theirs.close()
         try:
-            self.proc.stdin.write(layers.compiled("judge.py"))
+            self.proc.stdin.write(shipped.compiled("judge.py"))
             self.proc.stdin.close()
         except OSError:
             ours.close()

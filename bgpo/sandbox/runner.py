@@ -22,13 +22,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from bgpo.sandbox import forkserver
-from bgpo.sandbox import layers as isolation
+from bgpo.sandbox import bwrap, cgroup, forkserver, host, seccomp, shipped
 from bgpo.sandbox.harness import FILE_TOO_LARGE, MEMORY_ERROR
 from bgpo.sandbox.wire import encode
 
 STATUSES = ("passed", "failed", "timeout", "crashed", "limit")
-UNSHARE_SIGKILL = "unshare: sigprocmask unblock failed"  # see _classify()
 
 
 @dataclass(frozen=True)
@@ -37,10 +35,10 @@ class Limits:
 
     cpu_seconds: int = 5  # per process (RLIMIT_CPU)
     wall_seconds: float = 10.0  # the whole run, judge included
-    memory_bytes: int = 1 << 30  # the whole run (cgroup); per process (RLIMIT_AS) without one
+    memory_bytes: int = 1 << 30  # the program and its judge (cgroup); the program's RLIMIT_AS without one
     file_size_bytes: int = 1 << 20  # largest file it may write (RLIMIT_FSIZE)
     disk_bytes: int = 32 << 20  # all its files together (its tmpfs)
-    processes: int = 64  # processes + threads of the run (pids cgroup; RLIMIT_NPROC without one)
+    processes: int = 64  # threads of the run, judge included (pids cgroup; a run has one process)
     open_files: int = 64
     output_bytes: int = 1 << 20  # all output kept (stdout, stderr, each answer); more ends the run
 
@@ -89,13 +87,14 @@ def _refuse(value: object) -> dict:
     raise TypeError(f"a {type(value).__name__} in a check is not plain data")
 
 
-def _execute(program: Program, limits: Limits, layers: isolation.Layers) -> Result:
+def _execute(program: Program, limits: Limits, chosen: bwrap.Isolation) -> Result:
     """One program (and its judge), start to provably over; the caller makes sure this never raises."""
     start = time.monotonic()
     deadline = start + limits.wall_seconds
     fds: list[int] = []
-    run: isolation.Sandboxed | None = None
+    run: bwrap.Sandboxed | None = None
     judge: forkserver.ForkedJudge | subprocess.Popen | None = None
+    sandboxed = chosen.bwrap is not None
 
     def pipe() -> tuple[int, int]:
         r, w = os.pipe()
@@ -108,8 +107,9 @@ def _execute(program: Program, limits: Limits, layers: isolation.Layers) -> Resu
             os.close(fd)
 
     try:
-        config_r, config_w = pipe()
-        harness = {"path": isolation.site_paths(), "cap": limits.output_bytes, "requests": -1, "replies": -1}
+        boot_r, boot_w = pipe()
+        harness = {"path": [bwrap.SITE] if sandboxed else bwrap.site_paths(), "cap": limits.output_bytes,
+                   "requests": -1, "replies": -1, "writable": [bwrap.WORKDIR] if sandboxed else []}
         writes: dict[int, bytes] = {}
         program_fds: tuple[int, ...] = ()
         if program.judged:
@@ -117,26 +117,34 @@ def _execute(program: Program, limits: Limits, layers: isolation.Layers) -> Resu
             replies_r, replies_w = pipe()
             harness |= {"requests": requests_r, "replies": replies_w}
             program_fds = (requests_r, replies_w)
-        run, launch = isolation.start(layers, limits, {"main.py": program.source}, harness, program_fds, config_r,
-                                      stdin=bool(program.stdin))
-        close(config_r, *program_fds)
-        fds.remove(config_w)
-        writes[config_w] = launch
+        python = bwrap.interpreter()
+        if sandboxed:
+            run = bwrap.start(python, limits, boot_r, program_fds, bool(program.stdin),
+                                  cgroup.bases() if chosen.cgroup else None, deadline)
+        else:
+            run = host.start(python, boot_r, program_fds, bool(program.stdin))
+            harness["writable"] = [run.host_dir]
+        code = shipped.compiled("harness.py")  # the interpreter is ours (its base): same version
+        uid = bwrap.NOBODY if sandboxed and os.geteuid() == 0 else None
+        close(boot_r, *program_fds)
+        fds.remove(boot_w)
+        writes[boot_w] = marshal.dumps(bwrap.boot(limits, program.source, harness, code, run.cgroup is not None,
+                                                      uid))
         if program.judged:
             judge = _start_judge(requests_w, replies_r)
             close(requests_w, replies_r)
+            if run.cgroup is not None:
+                run.cgroup.add(judge.pid)  # before it reads any answer: its memory is the run's
             forked = isinstance(judge, forkserver.ForkedJudge)
             config = {
-                "path": isolation.site_paths(), "cap": limits.output_bytes, "requests": 3 if forked else requests_w,
+                "path": bwrap.site_paths(), "cap": limits.output_bytes, "requests": 3 if forked else requests_w,
                 "replies": 4 if forked else replies_r, "setup": program.judge_setup, "test": program.judge,
                 "entry_point": program.entry_point, "checks": encode(list(program.checks), _refuse),
                 "rlimits": [("RLIMIT_CPU", limits.cpu_seconds, limits.cpu_seconds + 1),
                             ("RLIMIT_AS", max(limits.memory_bytes, 1 << 30), max(limits.memory_bytes, 1 << 30))]}
-            writes[_stdin(judge)] = marshal.dumps(config if forked else (isolation.compiled("judge.py"), config))
+            writes[_stdin(judge)] = marshal.dumps(config if forked else (shipped.compiled("judge.py"), config))
         if program.stdin:
             writes[_stdin(run.proc)] = program.stdin.encode()
-        if layers.namespaces:
-            isolation.hold_pid1(run, deadline)
         judge_reads = [judge.stdout.fileno(), judge.stderr.fileno()] if judge else []
         data, over = _communicate(writes, run.reads + judge_reads, judge_reads or run.reads, deadline,
                                   limits.output_bytes)
@@ -153,7 +161,7 @@ def _execute(program: Program, limits: Limits, layers: isolation.Layers) -> Resu
     finally:
         if judge is not None:
             _end_judge(judge)
-        gone = isolation.end(run) if run is not None else True
+        gone = True if run is None else bwrap.end(run) if sandboxed else host.end(run)
         for fd in list(fds):
             close(fd)
     seconds = time.monotonic() - start
@@ -168,7 +176,7 @@ def _execute(program: Program, limits: Limits, layers: isolation.Layers) -> Resu
         return result("timeout", f"still running after {limits.wall_seconds:g} s wall time")
     if over == "output":
         return result("limit", f"more than {limits.output_bytes} bytes of output")
-    verdict = _classify(program_status, err, oom, limits)
+    verdict = _classify(program_status, oom, limits)
     if judge is not None:
         if judge.returncode == 0:
             return result("passed", "the judge's tests passed")
@@ -183,7 +191,7 @@ def _execute(program: Program, limits: Limits, layers: isolation.Layers) -> Resu
     return result("passed", "ran to the end")
 
 
-# the judge's code (marshalled, see layers.compiled) and its configuration come on stdin, marshalled
+# the judge's code (marshalled, see shipped.compiled) and its configuration come on stdin, marshalled
 # together: plain data from the caller, so no file and no json/re import
 JUDGE_BOOT = ("import marshal, sys\ncode, config = marshal.loads(sys.stdin.buffer.read())\n"
               "namespace = {'__name__': 'bgpo_judge'}\nexec(marshal.loads(code), namespace)\n"
@@ -239,17 +247,16 @@ def _stdin(proc: subprocess.Popen) -> int:
     return fd
 
 
-def _classify(returncode: int | None, err: str, oom: bool, limits: Limits) -> tuple[str, str] | None:
-    """(status, reason) for a program that did not exit cleanly, else None. Never reads its stderr,
-    except for the one line ``unshare`` itself writes when the program dies of SIGKILL."""
+def _classify(returncode: int | None, oom: bool, limits: Limits) -> tuple[str, str] | None:
+    """(status, reason) for a program that did not exit cleanly, else None; never reads its output.
+
+    bwrap exits with its program's status, and with 128 + N when signal N killed it."""
     if oom or returncode == MEMORY_ERROR:
         return "limit", f"out of memory ({limits.memory_bytes} bytes)"
     if returncode == FILE_TOO_LARGE:
         return "limit", f"wrote a file over {limits.file_size_bytes} bytes"
-    if returncode == 1 and err.rstrip().rpartition("\n")[2].startswith(UNSHARE_SIGKILL):  # "...: Invalid argument"
-        # `unshare --fork` re-raises its child's fatal signal on itself; for SIGKILL (the hard CPU
-        # limit; our own timeout kill is reported before) that fails with this message and exit 1
-        return "limit", f"killed by SIGKILL (CPU limit {limits.cpu_seconds} s)"
+    if returncode is not None and 128 < returncode < 128 + signal.NSIG:
+        returncode = 128 - returncode
     if returncode is not None and returncode < 0:
         sig = signal.Signals(-returncode)
         if sig in (signal.SIGXCPU, signal.SIGKILL):
@@ -321,29 +328,41 @@ def _communicate(writes: dict[int, bytes], reads: list[int], decisive: list[int]
 
 
 @lru_cache(maxsize=1)
-def chosen_layers() -> isolation.Layers:
-    """The strongest layers that run a trivial program on this machine (probed once)."""
+def chosen() -> bwrap.Isolation:
+    """The sandbox this machine gives (probed once): bubblewrap with a cgroup per run where one can be
+    made, else without; or no sandbox and the one line that says why and how to fix it."""
+    binary, version = bwrap.bwrap_binary()
+    if binary is None:
+        return bwrap.Isolation(None, problem=version)
+    try:
+        seccomp.program()
+    except OSError as err:
+        return bwrap.Isolation(None, problem=f"{err}; {bwrap.OPT_OUT}")
     trivial = Program("import sys\nprint('ok', sys.version_info >= (3, 8))", expected_stdout="ok True")
-    return isolation.probe(lambda candidate: _execute(trivial, Limits(), candidate).passed)
+    stderr = ""
+    for with_cgroup in ((True, False) if cgroup.bases() else (False,)):
+        candidate = bwrap.Isolation(binary, version, with_cgroup)
+        result = _execute(trivial, Limits(), candidate)
+        if result.passed:
+            return candidate
+        stderr = result.stderr or result.reason
+    return bwrap.Isolation(None, problem=bwrap.problem(stderr))
 
 
 def isolation_report() -> dict[str, Any]:
-    """Which OS layers hold here: interpreter, uid, namespaces, Landlock ABI (0 = none), cgroup."""
-    chosen = chosen_layers()
-    return {"python": chosen.python, "uid": chosen.uid, "namespaces": chosen.namespaces,
-            "landlock": chosen.landlock, "cgroup": chosen.cgroup}
+    """What isolates a run here (bubblewrap, namespaces, seccomp, uid, cgroup), or why nothing does."""
+    return chosen().report()
 
 
 def run(program: Program | str, limits: Limits = Limits()) -> Result:
-    """Run one program in the sandbox; never raises (a sandbox failure is a ``crashed`` result)."""
+    """Run one program in the sandbox. Never raises because of the program (a sandbox failure is a
+    ``crashed`` result); raises :class:`~bgpo.sandbox.bwrap.IsolationUnavailable` when this
+    machine cannot sandbox and the policy is ``required``."""
     if isinstance(program, str):
         program = Program(program)
+    bwrap.require(chosen())
     try:
-        chosen = chosen_layers()
-        if chosen.uid is None and os.geteuid() == 0:
-            return Result("crashed", "refusing to run untrusted code as root: neither namespaces nor a Python "
-                                     "interpreter that 'nobody' can execute were found")
-        return _execute(program, limits, chosen)
+        return _execute(program, limits, chosen())
     except Exception as err:  # the caller must never see an exception from untrusted code
         return Result("crashed", f"sandbox error: {type(err).__name__}: {err}")
 
@@ -354,5 +373,6 @@ def run_many(programs: Sequence[Program | str], limits: Limits = Limits(),
     # a run mostly waits (the judge and the program answer each other; the kernel tears namespaces down):
     # 4 per core keeps the cores busy (measured: 64 judged runs on 2 cores, 4.3 s with 4 workers, 2.8 s with 8)
     workers = workers or min(32, 4 * (os.cpu_count() or 1))
+    bwrap.require(chosen())  # refuses once, before any program runs
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(lambda p: run(p, limits), programs))
