@@ -178,7 +178,7 @@ class _Server:
         kwargs = {k: decode(v, self.resolve) for k, v in kwargs}
         passed = [*enumerate(args), *kwargs.items()]
         before = {where: self.out(value) for where, value in passed if type(value) not in _SCALARS}
-        result = self.out(_as_in_a_script(function, args, kwargs, 1))
+        result = self.out(_as_in_a_script(function, args, kwargs, 3))
         # arguments changed in place (at any depth) go back, so the judge can update its own objects
         changed = [[where, now] for where, value in passed
                    if where in before and (now := self.out(value)) != before[where]]
@@ -196,16 +196,15 @@ _OPERATIONS.update(getattr=getattr, setattr=setattr, iter=iter, next=next, len=l
                    int=int, float=float, complex=complex, isinstance=isinstance, issubclass=issubclass)
 
 
-def _as_in_a_script(function, args, kwargs, below):
+def _as_in_a_script(function, args, kwargs, plain):
     """``function(*args, **kwargs)`` with the recursion depth plain Python leaves it.
 
-    This module's frames (the boot, the server loop, the request) lie under the program's; the
-    recursion limit grows by their number less ``below`` -- the frames a script has under it too (1
-    for a function the script's top level calls) -- so a program recurses exactly as deep as it
-    would on its own. A limit the program set itself while running is left as it set it."""
-    extra, frame = -below, sys._getframe()
-    while frame is not None:
-        extra, frame = extra + 1, frame.f_back
+    This module's frames (the boot, the server loop, the request) and the interpreter's C calls
+    between them lie under the program's; the recursion limit grows by their number less ``plain``,
+    what :func:`_depth` reads at the same point of a plain script (measured: 1 where ``exec`` runs a
+    module's code, 3 where its top level calls a function), so a program recurses exactly as deep
+    as on its own. A limit the program set itself while running is left as it set it."""
+    extra = _depth() - plain
     limit = sys.getrecursionlimit()
     sys.setrecursionlimit(limit + extra)
     try:
@@ -213,6 +212,22 @@ def _as_in_a_script(function, args, kwargs, below):
     finally:
         if sys.getrecursionlimit() == limit + extra:
             sys.setrecursionlimit(limit)
+
+
+def _depth():
+    """The interpreter's recursion depth at its caller, frames and C calls alike, found as the lowest
+    recursion limit it accepts there (no API tells it, and ``sys._getframe`` counts frames only)."""
+    limit = sys.getrecursionlimit()
+    low, high = 1, limit
+    while low < high:
+        middle = (low + high) // 2
+        try:
+            sys.setrecursionlimit(middle)
+            high = middle
+        except RecursionError:
+            low = middle + 1
+    sys.setrecursionlimit(limit)
+    return low - 1
 
 
 def _lookup(module, name):
@@ -255,6 +270,25 @@ class _TestIterator:
         raise RuntimeError(f"the test's iterator raised {reply[1]}: {reply[2]}")
 
 
+class _Kept:
+    """The program's ``sys.stdout``/``sys.stderr`` in a judged run: the first ``budget`` characters
+    (at most 4 bytes each) go through, the rest is dropped, so a debugging print is never a limit."""
+
+    def __init__(self, stream, budget):
+        self._stream, self._left = stream, budget
+
+    def write(self, text):
+        if self._left > 0:
+            self._stream.write(text[: self._left])
+            self._left -= len(text)
+            if self._left <= 0:
+                self._stream.write("\n[the rest of this output was dropped]\n")
+        return len(text)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
 def _main():
     import marshal, os, types
     config = marshal.loads(bytes.fromhex(sys.argv[-1]))  # the caller's plain data (no json/re import)
@@ -268,8 +302,10 @@ def _main():
     module = types.ModuleType("__main__" if not serving else "solution")
     module.__file__ = os.path.abspath("main.py")
     sys.modules[module.__name__] = module
+    if serving:  # its output decides nothing: what passes the caller's cap is dropped here, not a limit
+        sys.stdout, sys.stderr = _Kept(sys.stdout, config["cap"] // 16), _Kept(sys.stderr, config["cap"] // 16)
     try:
-        _as_in_a_script(exec, (code, module.__dict__), {}, 0)
+        _as_in_a_script(exec, (code, module.__dict__), {}, 1)
     except MemoryError:
         os._exit(MEMORY_ERROR)
     except OSError as err:
@@ -280,7 +316,7 @@ def _main():
         return
     sys.stdout.flush()
     with os.fdopen(config["requests"], "rb") as requests, os.fdopen(config["replies"], "wb", buffering=0) as replies:
-        server = _Server(module, (requests, replies), config["cap"])
+        server = _Server(module, (requests, replies), 1 << 40)  # the judge's requests: trusted, any size
         while True:
             try:
                 request = server.channel.receive()

@@ -329,7 +329,9 @@ def _main(config):
         resource.setrlimit(getattr(resource, name), (soft, hard))
     requests = os.fdopen(config["requests"], "wb", buffering=0)
     replies = os.fdopen(config["replies"], "rb")
-    judge = Judge((replies, requests), config["cap"])
+    # an answer may be as large as this process's memory allows: its line, its text and the values built
+    space = max([soft for name, soft, _ in config["rlimits"] if name == "RLIMIT_AS"] or [0])
+    judge = Judge((replies, requests), max(config["cap"], space // 16))
     names = judge.ask(["names"])
     program = {k: v for k, v in names.items() if type(k) is str} if type(names) is dict else {}
 
