@@ -187,7 +187,7 @@ def bwrap_binary() -> tuple[str | None, str]:
         if version >= MIN_BWRAP:
             return path, out[-1]
         found.append(f"{path} is {out[-1]}")
-    return None, f"no bubblewrap >= 0.10 found{' (' + '; '.join(found) + ')' if found else ''}: {FIX_BWRAP}"
+    return None, f"no bubblewrap >= 0.10 found{' (' + '; '.join(found) + ')' if found else ''}: {FIX_BWRAP}; {OPT_OUT}"
 
 
 @lru_cache(maxsize=1)
