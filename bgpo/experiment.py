@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gzip
 import json
 import math
 import shutil
@@ -39,6 +40,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
@@ -270,18 +272,49 @@ def run_one(s: GridSettings, arm: Arm, seed: int, runs_dir: Path) -> dict:
     return summary
 
 
-def initial_metrics(s: GridSettings) -> dict:
-    """The warm start on the evaluation pool (step 0 of every curve; greedy, so the same for every seed)."""
+def initial_metrics(s: GridSettings, out: Path) -> dict:
+    """The warm start on the evaluation pool (step 0 of every curve; greedy, so the same for every seed).
+
+    Also writes its completions (:data:`bgpo.outcome.INITIAL`), what per-puzzle comparisons pair with.
+    """
     from bgpo.checkpoint import build_model
     from bgpo.data import get_task, load_examples, load_tokenizer
     from bgpo.evaluate import evaluate_examples
+    from bgpo.outcome import INITIAL
 
     cfg = s.config(Arm("bgpo", 1), 0)
     model = build_model(cfg.model).eval()
     test = load_examples(cfg.data, cfg.data.test_split)
     with torch.inference_mode():
         result = evaluate_examples(model, load_tokenizer(cfg.model), get_task(cfg.data), test, cfg)
+    with gzip.open(out / INITIAL, "wt") as f:
+        f.write(json.dumps({"step": 0, "completions": [r["completion"] for r in result["records"]]}) + "\n")
     return {"step": 0, **result["summary"]}
+
+
+def write_outcome(s: GridSettings, out: Path) -> dict:
+    """``outcome.json`` and ``curves.csv`` of a grid's finished runs (:mod:`bgpo.outcome`)."""
+    from bgpo.checkpoint import build_model
+    from bgpo.data import load_examples
+    from bgpo.outcome import INITIAL, completion_scores, curves, grid_outcome, load_run
+    from bgpo.sft import TEACHER_EXPECTED
+
+    cfg, task = s.config(Arm("bgpo", 1), 0), s.task()
+    pool = load_examples(cfg.data, cfg.data.test_split)
+    if not (out / INITIAL).is_file():
+        initial_metrics(s, out)
+    (_, first), = iter_jsonl(out / INITIAL)
+    initial, singles, guesses = completion_scores(first["completions"], pool, task)
+    n_params = sum(p.numel() for p in build_model(cfg.model, load_weights=False).parameters())
+    runs = [load_run(d, pool, task, n_params) for d in sorted((out / "runs").glob("*")) if (d / "summary.json").is_file()]
+    sft = Path(s.init_from or "", "sft.json")
+    imitated = sft.is_file() and json.loads(sft.read_text())["settings"].get("teacher") == "imperfect"
+    teacher = np.array([TEACHER_EXPECTED[cfg.data.task](e) for e in pool]) if imitated else None
+    result = {"n_params": n_params, **grid_outcome(runs, initial, (singles, guesses), pool, task.primary_metric,
+                                                   teacher)}
+    (out / "outcome.json").write_text(json.dumps(result, indent=2) + "\n")
+    curves(runs, initial).to_csv(out / "curves.csv", index=False)
+    return result
 
 
 def _run_job(job: tuple) -> dict:
@@ -318,7 +351,7 @@ def run_grid(s: GridSettings, out: str | Path, progress: bool = True, workers: i
                                                      indent=2) + "\n")
     initial_file = out / "initial.json"
     if not initial_file.is_file():
-        initial_file.write_text(json.dumps(initial_metrics(s), indent=2) + "\n")
+        initial_file.write_text(json.dumps(initial_metrics(s, out), indent=2) + "\n")
     big = max(s.n_ts)
     arms = [a for a in unique_arms(comparisons) if not s.arms or a.name in s.arms]
     cost = (lambda job: (job[1].n_t == big > 1, job[2], job[1].n_t)) if s.order == "cost" else \
@@ -348,11 +381,10 @@ def run_grid(s: GridSettings, out: str | Path, progress: bool = True, workers: i
     summary["activation_bytes"] = [by.get((o, n if o != "d1" else 1)) for o, n in zip(summary.objective, summary.n_t)]
     summary.to_csv(out / "summary.csv", index=False)
     initial = json.loads(initial_file.read_text())
-    metric = s.task().primary_metric
     summary = with_warm_start(summary, initial, s.task().metric_names)
     table(summary, [c for c in summary.columns if c.startswith(("final_", "delta_"))]).to_csv(out / "table.csv",
                                                                                                index=False)
-    (out / "outcome.json").write_text(json.dumps(outcome(summary, initial, metric, s.num_test), indent=2) + "\n")
+    write_outcome(s, out)
     return summary
 
 
@@ -408,38 +440,6 @@ def with_warm_start(summary: pd.DataFrame, initial: dict, metrics) -> pd.DataFra
 def _mean_se(values: list[float]) -> tuple[float, float | None]:
     se = float(pd.Series(values).sem()) if len(values) > 1 else float("nan")
     return sum(values) / len(values), None if math.isnan(se) else se
-
-
-def outcome(summary: pd.DataFrame, initial: dict, metric: str, pool_size: int) -> dict:
-    """The headline: per arm, the final ``metric`` and its paired changes, per seed.
-
-    ``delta_vs_warm``: final − warm start on the same puzzles. For verified-reward arms, when the grid
-    has a random-reward control (``reward == "shuffled"``), ``delta_vs_random``: final − the control's
-    final of the same seed (same puzzles, same prompts and sampler streams). ``best`` names the BGPO
-    arm with the largest mean change from the warm start; ``random_control`` the control arm.
-    """
-    summary = with_reward(summary)
-    controls = summary[summary.reward == "shuffled"]
-    control = controls.arm.iloc[0] if len(controls) else None
-    control_final = dict(zip(controls.seed, controls[f"final_{metric}"])) if control else {}
-    arms = {}
-    for arm, rows in summary.groupby("arm", sort=False):
-        rows = rows.sort_values("seed")
-        delta = rows[f"delta_{metric}"].tolist()
-        mean, se = _mean_se(delta)
-        arms[arm] = {"objective": rows["objective"].iloc[0], "n_t": int(rows["n_t"].iloc[0]),
-                     "reward": rows["reward"].iloc[0], "seeds": rows["seed"].astype(int).tolist(),
-                     "final": rows[f"final_{metric}"].tolist(), "delta_vs_warm": delta, "delta_mean": mean,
-                     "delta_se": se}
-        paired = [(f, control_final[s]) for s, f in zip(rows.seed, rows[f"final_{metric}"]) if s in control_final]
-        if control and arm != control and paired:
-            vs = [f - c for f, c in paired]
-            arms[arm]["delta_vs_random"] = vs
-            arms[arm]["delta_vs_random_mean"], arms[arm]["delta_vs_random_se"] = _mean_se(vs)
-    bgpo = {a: v for a, v in arms.items() if v["objective"] == "bgpo" and v["reward"] == "verified"}
-    best = max(bgpo, key=lambda a: bgpo[a]["delta_mean"]) if bgpo else None
-    return {"metric": metric, "pool_size": pool_size, "warm_start": initial[metric], "best": best,
-            "random_control": control, "arms": arms}
 
 
 def load_curves(out: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:

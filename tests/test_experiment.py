@@ -135,20 +135,6 @@ def test_bad_grid_settings_name_the_field():
         GridSettings(num_test=2000).check()  # larger than the held-out pool
 
 
-def test_changes_are_paired_with_the_warm_start_and_the_outcome_has_standard_errors():
-    from bgpo.experiment import outcome, with_warm_start
-
-    summary = pd.DataFrame({"arm": ["a", "a", "b"], "objective": ["bgpo", "bgpo", "d1"], "n_t": [4, 4, 1],
-                            "seed": [0, 1, 0], "final_cell_accuracy": [0.83, 0.85, 0.78]})
-    paired = with_warm_start(summary, {"cell_accuracy": 0.8}, ["cell_accuracy"])
-    assert paired["delta_cell_accuracy"].tolist() == pytest.approx([0.03, 0.05, -0.02])
-    result = outcome(paired, {"cell_accuracy": 0.8}, "cell_accuracy", 1024)
-    assert result["warm_start"] == 0.8 and result["pool_size"] == 1024
-    assert result["arms"]["a"]["delta_mean"] == pytest.approx(0.04)
-    assert result["arms"]["a"]["delta_se"] == pytest.approx(0.01)  # std 0.01414 / sqrt(2)
-    assert result["arms"]["b"]["delta_se"] is None  # one seed: no standard error
-
-
 def test_chapter_04_shows_the_committed_outcome_and_types_no_result_into_its_prose():
     """Results come from code: the prose of chapters 04/05 quotes no score, and chapter 04's executed outcome
     table shows outcome.json's paired changes (so an output left over from an earlier grid fails here)."""
@@ -171,22 +157,6 @@ def test_chapter_04_shows_the_committed_outcome_and_types_no_result_into_its_pro
                               for o in c.get("outputs", []))
     for arm in outcome["arms"].values():
         assert mean_se_points(arm["delta_vs_warm"]).replace("-", "−") in shown
-
-
-def test_the_outcome_pairs_every_verified_arm_with_the_random_control_by_seed():
-    from bgpo.experiment import outcome, with_warm_start
-
-    summary = pd.DataFrame({"arm": ["bgpo-nt4"] * 2 + ["bgpo-nt1"] * 2 + ["bgpo-nt4-random"] * 2,
-                            "objective": "bgpo", "n_t": [4, 4, 1, 1, 4, 4],
-                            "reward": ["verified"] * 4 + ["shuffled"] * 2, "seed": [0, 1] * 3,
-                            "final_cell_accuracy": [0.70, 0.74, 0.66, 0.64, 0.60, 0.58]})
-    result = outcome(with_warm_start(summary, {"cell_accuracy": 0.62}, ["cell_accuracy"]), {"cell_accuracy": 0.62},
-                     "cell_accuracy", 1024)
-    assert result["best"] == "bgpo-nt4" and result["random_control"] == "bgpo-nt4-random"
-    best = result["arms"]["bgpo-nt4"]
-    assert best["delta_vs_random"] == pytest.approx([0.10, 0.16])  # seed 0 with seed 0, seed 1 with seed 1
-    assert best["delta_vs_random_mean"] == pytest.approx(0.13) and best["delta_vs_random_se"] == pytest.approx(0.03)
-    assert "delta_vs_random" not in result["arms"]["bgpo-nt4-random"]
 
 
 def test_settings_name_no_machine_path_and_unknown_arms_are_refused(tmp_path, monkeypatch):

@@ -1,0 +1,316 @@
+"""The small-scale outcome: each arm at its plateau, paired on one pool, with intervals that hold.
+
+A grid (:mod:`bgpo.experiment`) trains every (arm, seed) from one warm start and evaluates it greedily
+on the same held-out puzzles every ``eval_every`` steps, logging the completions
+(``eval_completions.jsonl.gz``). From those logs this module computes, per puzzle:
+
+* **the reported score** of a run: the mean of its last ``LAST`` = 3 evaluations (single evaluations
+  of one run move by more than a point between consecutive evaluations);
+* **paired comparisons** ``a - b`` on the same puzzles -- every arm against the warm start, each
+  verified arm against the random-reward control *at its own* ``n_t`` (everything equal but the link
+  between a completion and its reward), the ``n_t`` arms and d1 against each other, the best arm
+  against the teacher's *expected* score. Each gets a t-interval over per-seed means (the seeds'
+  noise) and a two-way bootstrap over seeds and puzzles (both noises, :func:`bgpo.stats.bootstrap`),
+  and a p-value (t over seeds) adjusted by Holm's method over the family of comparisons printed. A
+  comparison is *resolved* when its bootstrap interval excludes 0 and its Holm-adjusted p < 0.05;
+* **the plateau**: per arm, last window minus the window before (3 evaluations each). A curve is
+  *flat* when the bootstrap upper bound of that gain is below ``FLAT_MARGIN`` (1 point): less than a
+  point left to gain at 95% confidence;
+* **equal compute**: each run's cumulative model FLOPs, ``2 N`` per position the sampler or the
+  old-policy pass processes and ``6 N`` per position the update trains on (N parameters; the logged
+  ``rollout_positions`` and ``update_positions``; the diagnostic policy-shift pass and evaluation are
+  not counted), and its CPU-seconds (rollout + old + update). Every arm is scored at the compute the
+  cheapest arm spent by its last 3 evaluations (per-puzzle linear interpolation of the evaluation
+  curve, the warm start at compute 0), and compared there;
+* **the per-cell split** (sudoku): accuracy on the blanks that are naked singles of the givens (the
+  imperfect teacher always gets them right) and on the blanks the teacher guesses.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bgpo.errors import BGPOError
+from bgpo.jsonl import iter_jsonl
+from bgpo.stats import bootstrap, holm, t_interval
+
+LAST = 3  # evaluations averaged into a run's reported score
+FLAT_MARGIN = 0.01  # a curve is flat when its gain over the last window is below 1 point (95% upper bound)
+INITIAL = "initial_completions.jsonl.gz"  # the warm start's greedy completions on the pool
+
+
+@dataclass
+class Run:
+    """One finished (arm, seed): per-evaluation per-puzzle scores and cumulative compute."""
+
+    arm: str
+    objective: str
+    n_t: int
+    reward: str
+    seed: int
+    steps: np.ndarray  # (E,) evaluation steps
+    scores: np.ndarray  # (E, puzzles) per-puzzle primary metric
+    singles: np.ndarray  # (E, puzzles) right naked-single blanks per puzzle (sudoku; else zeros)
+    guesses: np.ndarray  # (E, puzzles) right guessed blanks per puzzle
+    flops: np.ndarray  # (E,) cumulative model FLOPs at each evaluation
+    cpu_s: np.ndarray  # (E,) cumulative CPU-seconds at each evaluation
+
+    def last(self, values: np.ndarray) -> np.ndarray:
+        """Mean over the last ``LAST`` evaluations of per-evaluation rows."""
+        return values[-LAST:].mean(axis=0)
+
+
+def completion_scores(completions: list[str], pool: list[dict], task) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per puzzle: the task's reward, and (sudoku) right naked-single and right guessed blanks."""
+    if len(completions) != len(pool):
+        raise BGPOError(f"{len(completions)} completions for a pool of {len(pool)}: the log is from other settings")
+    scores = np.array([task.reward(c, e) for c, e in zip(completions, pool)])
+    singles, guesses = np.zeros(len(pool)), np.zeros(len(pool))
+    if task.name == "sudoku":
+        from bgpo.tasks.sudoku import cell_hits, naked_singles
+
+        for j, (c, e) in enumerate(zip(completions, pool)):
+            kinds = naked_singles(e["puzzle"])
+            hits = cell_hits(c, e["puzzle"], e["solution"])
+            singles[j] = sum(h for h, k in zip(hits, kinds) if k)
+            guesses[j] = sum(h for h, k in zip(hits, kinds) if not k)
+    return scores, singles, guesses
+
+
+def step_flops(row: dict, n_params: int) -> float:
+    """Model FLOPs of one RL step: 2N per sampled or old-policy position, 6N per trained position."""
+    return 2 * n_params * (row["rollout_positions"] + row["update_positions"]) + 6 * n_params * row["update_positions"]
+
+
+def load_run(run_dir: Path, pool: list[dict], task, n_params: int) -> Run:
+    """A finished run's evaluations, rescored per puzzle and checked against its ``eval.jsonl``."""
+    summary = json.loads((run_dir / "summary.json").read_text())
+    logged = {row["step"]: row for _, row in iter_jsonl(run_dir / "eval.jsonl")}
+    metrics = [row for _, row in iter_jsonl(run_dir / "metrics.jsonl")]
+    if any("update_positions" not in m for m in metrics):
+        raise BGPOError(f"{run_dir}: metrics.jsonl has no update_positions (a run older than the grid's "
+                        "compute accounting); rerun it")
+    cum_flops = np.cumsum([step_flops(m, n_params) for m in metrics])
+    cum_cpu = np.cumsum([m["rollout_s"] + m["old_s"] + m["update_s"] for m in metrics])
+    steps, rows = [], []
+    for _, row in iter_jsonl(run_dir / "eval_completions.jsonl.gz"):
+        scored = completion_scores(row["completions"], pool, task)
+        metric = task.primary_metric
+        if abs(scored[0].mean() - logged[row["step"]][metric]) > 1e-9:
+            raise BGPOError(f"{run_dir}: step {row['step']}: completions score {scored[0].mean():.6f}, eval.jsonl "
+                            f"says {logged[row['step']][metric]:.6f}; the logs disagree")
+        steps.append(row["step"])
+        rows.append(scored)
+    if not rows:
+        raise BGPOError(f"{run_dir}: no eval_completions.jsonl.gz rows; rerun with trainer.eval_completions=true")
+    steps_a = np.array(steps)
+    return Run(summary["arm"], summary["objective"], int(summary["n_t"]), summary.get("reward", "verified"),
+               int(summary["seed"]), steps_a, *(np.stack([r[k] for r in rows]) for k in range(3)),
+               cum_flops[steps_a - 1], cum_cpu[steps_a - 1])
+
+
+def _interp(x: np.ndarray, curve: np.ndarray, at: float) -> np.ndarray:
+    """Per-puzzle linear interpolation of an evaluation curve ``curve`` (points, puzzles) at ``x = at``."""
+    k = int(np.searchsorted(x, at))
+    if k == 0:
+        return curve[0]
+    if k >= len(x):
+        return curve[-1]
+    w = (at - x[k - 1]) / (x[k] - x[k - 1])
+    return (1 - w) * curve[k - 1] + w * curve[k]
+
+
+def at_compute(run: Run, initial: np.ndarray, budgets: list[float], axis: str) -> np.ndarray:
+    """Per-puzzle score of ``run`` averaged over compute ``budgets`` (the warm start sits at compute 0)."""
+    x = np.concatenate([[0.0], getattr(run, axis)])
+    curve = np.vstack([initial[None], run.scores])
+    if budgets[-1] > x[-1] * (1 + 1e-9):
+        raise BGPOError(f"{run.arm} seed {run.seed} spent {x[-1]:.3g} {axis}, less than the budget {budgets[-1]:.3g}")
+    return np.mean([_interp(x, curve, b) for b in budgets], axis=0)
+
+
+def _compare(name: str, a: np.ndarray, b: np.ndarray, kind: str) -> dict:
+    """Paired comparison of (seeds, puzzles) arrays ``a - b``: t over per-seed means, two-way bootstrap."""
+    diff = a - b
+    t = t_interval(diff.mean(axis=1))
+    mean, lo, hi = bootstrap(diff)
+    return {"comparison": name, "kind": kind, "seeds": int(diff.shape[0]), "mean": mean, "se": t["se"],
+            "t_ci95": t["ci"], "bootstrap_ci95": [lo, hi], "p": t["p"], "per_seed": diff.mean(axis=1).tolist()}
+
+
+def _paired(runs: dict[str, dict[int, Run]], a: str, b: str) -> list[int]:
+    return sorted(set(runs[a]) & set(runs[b]))
+
+
+def label(arm: str, meta: dict) -> str:
+    """A reader's name for an arm: ``BGPO n_t=4``, ``d1``, ``random reward (BGPO n_t=4)``."""
+    base = "d1" if meta["objective"] == "d1" else f"{meta['objective'].upper()} n_t={meta['n_t']}"
+    return f"random reward ({base})" if meta["reward"] == "shuffled" else base
+
+
+def grid_outcome(runs: list[Run], initial: np.ndarray, initial_cells: tuple[np.ndarray, np.ndarray],
+                 pool: list[dict], metric: str, teacher: np.ndarray | None = None) -> dict:
+    """The outcome of a grid's finished runs (module docstring); ``teacher``: its expected score per puzzle."""
+    by: dict[str, dict[int, Run]] = {}
+    for r in runs:
+        by.setdefault(r.arm, {})[r.seed] = r
+    meta = {a: {"objective": next(iter(rs.values())).objective, "n_t": next(iter(rs.values())).n_t,
+                "reward": next(iter(rs.values())).reward} for a, rs in by.items()}
+
+    def last(arm: str, seeds: list[int], what: str = "scores") -> np.ndarray:  # (seeds, puzzles)
+        return np.stack([by[arm][s].last(getattr(by[arm][s], what)) for s in seeds])
+
+    controls = {m["n_t"]: a for a, m in meta.items() if m["reward"] == "shuffled" and m["objective"] == "bgpo"}
+    verified = [a for a, m in meta.items() if m["reward"] == "verified"]
+    arms = {}
+    for a, rs in by.items():
+        seeds = sorted(rs)
+        final = last(a, seeds).mean(axis=1)
+        delta = final - initial.mean()
+        t = t_interval(delta)
+        arms[a] = {**meta[a], "seeds": seeds, "final": final.tolist(), "delta_vs_warm": delta.tolist(),
+                   "delta_mean": t["mean"], "delta_se": t["se"],
+                   "steps": int(max(r.steps[-1] for r in rs.values())),
+                   "last_steps": [int(s) for s in next(iter(rs.values())).steps[-LAST:]],
+                   "flops": float(np.mean([r.flops[-1] for r in rs.values()])),
+                   "cpu_s": float(np.mean([r.cpu_s[-1] for r in rs.values()]))}
+        control = controls.get(meta[a]["n_t"]) if meta[a]["objective"] == "bgpo" else None
+        if a in verified and control and _paired(by, a, control):
+            both = _paired(by, a, control)
+            vs = (last(a, both) - last(control, both)).mean(axis=1)
+            arms[a]["random_control"] = control
+            arms[a]["delta_vs_random"] = vs.tolist()
+            arms[a]["delta_vs_random_mean"], arms[a]["delta_vs_random_se"] = t_interval(vs)["mean"], t_interval(vs)["se"]
+    bgpo = [a for a in verified if meta[a]["objective"] == "bgpo"]
+    best = max(bgpo, key=lambda a: arms[a]["delta_mean"]) if bgpo else None
+
+    # the family of per-step comparisons, Holm-adjusted together
+    family = []
+    for a in by:
+        seeds = sorted(by[a])
+        family.append(_compare(f"{a} - warm start", last(a, seeds), np.tile(initial, (len(seeds), 1)), "vs warm start"))
+    for a in verified:
+        if "random_control" in arms[a]:
+            both = _paired(by, a, arms[a]["random_control"])
+            family.append(_compare(f"{a} - {arms[a]['random_control']}", last(a, both),
+                                   last(arms[a]["random_control"], both), "vs matched control"))
+    ordered = sorted(verified, key=lambda a: (meta[a]["objective"] != "bgpo", -meta[a]["n_t"]))
+    for a, b in combinations(ordered, 2):
+        both = _paired(by, a, b)
+        if both:
+            family.append(_compare(f"{a} - {b}", last(a, both), last(b, both), "arms per step"))
+    if best and teacher is not None:
+        seeds = sorted(by[best])
+        family.append(_compare(f"{best} - teacher (expected)", last(best, seeds), np.tile(teacher, (len(seeds), 1)),
+                               "vs teacher"))
+    _resolve(family)
+
+    # plateau: gain over the last window of evaluations
+    plateau = {}
+    for a, rs in by.items():
+        seeds = sorted(rs)
+        if min(len(r.steps) for r in rs.values()) < 2 * LAST:
+            plateau[a] = None
+            continue
+        prev = np.stack([rs[s].scores[-2 * LAST:-LAST].mean(axis=0) for s in seeds])
+        c = _compare(f"{a}: last {LAST} - previous {LAST} evaluations", last(a, seeds), prev, "plateau")
+        plateau[a] = {**c, "flat": c["bootstrap_ci95"][1] < FLAT_MARGIN}
+
+    equal = _equal_compute(by, meta, verified, initial)
+    cells = _cells(by, pool, initial_cells, teacher)
+    return {"metric": metric, "pool_size": len(pool), "warm_start": float(initial.mean()), "best": best,
+            "random_control": arms[best].get("random_control") if best else None,
+            "control_nt": meta[arms[best]["random_control"]]["n_t"] if best and "random_control" in arms[best] else None,
+            "random_controls": {str(n): a for n, a in controls.items()},
+            "reported": f"mean of the last {LAST} evaluations of each run",
+            "interval_method": "t-interval over per-seed means (95%); two-way bootstrap over seeds x puzzles (95%, "
+                               "2,000 replicates); p from the t-test over seeds, Holm-adjusted within each family",
+            "teacher_expected": float(teacher.mean()) if teacher is not None else None,
+            "arms": arms, "comparisons": family, "plateau": plateau, "equal_compute": equal, "cells": cells}
+
+
+def _resolve(family: list[dict]) -> None:
+    """Holm-adjust a family of comparisons in place and mark which are resolved."""
+    for c, adj in zip(family, holm([c["p"] for c in family])):
+        c["p_holm"] = adj
+        lo, hi = c["bootstrap_ci95"]
+        c["resolved"] = bool(adj is not None and adj < 0.05 and (lo > 0 or hi < 0))
+
+
+def _equal_compute(by: dict[str, dict[int, Run]], meta: dict, verified: list[str], initial: np.ndarray) -> dict:
+    """Every verified arm scored at the compute the cheapest one spent by its last evaluations, per axis."""
+    out = {}
+    if len(verified) < 2 or any(len(r.steps) < 1 for rs in by.values() for r in rs.values()):
+        return out
+    for axis in ("flops", "cpu_s"):
+        spent = {a: np.mean([getattr(r, axis)[-1] for r in by[a].values()]) for a in verified}
+        cheapest = min(spent, key=spent.get)
+        m = min(LAST, min(len(r.steps) for r in by[cheapest].values()))  # its last (up to 3) evaluations
+        budgets = np.mean([getattr(r, axis)[-m:] for r in by[cheapest].values()], axis=0).tolist()
+        scores = {a: {s: at_compute(r, initial, budgets, axis) for s, r in by[a].items()} for a in verified}
+        family = []
+        ordered = sorted(verified, key=lambda a: (meta[a]["objective"] != "bgpo", -meta[a]["n_t"]))
+        for a, b in combinations(ordered, 2):
+            both = sorted(set(scores[a]) & set(scores[b]))
+            if both:
+                family.append(_compare(f"{a} - {b}", np.stack([scores[a][s] for s in both]),
+                                       np.stack([scores[b][s] for s in both]), f"arms at equal {axis}"))
+        _resolve(family)
+        out[axis] = {"cheapest": cheapest, "budgets": budgets,
+                     "score": {a: float(np.mean([v.mean() for v in scores[a].values()])) for a in verified},
+                     "spent": {a: float(v) for a, v in spent.items()}, "comparisons": family}
+    return out
+
+
+def _cells(by: dict[str, dict[int, Run]], pool: list[dict], initial_cells: tuple[np.ndarray, np.ndarray],
+           teacher: np.ndarray | None) -> dict | None:
+    """Accuracy on naked-single blanks and on guessed blanks: teacher, warm start, each arm (mean over seeds)."""
+    from bgpo.tasks.sudoku import candidates, naked_singles
+
+    if "puzzle" not in pool[0]:
+        return None
+    n_single = sum(sum(naked_singles(e["puzzle"])) for e in pool)
+    n_guess = sum(e["puzzle"].count("0") for e in pool) - n_single
+    guess_expected = sum(1 / len(candidates(e["puzzle"], i)) for e in pool for i, ch in enumerate(e["puzzle"])
+                         if ch == "0" and len(candidates(e["puzzle"], i)) > 1)
+    rows = {"teacher (expected)": {"singles": 1.0, "guesses": guess_expected / n_guess}} if teacher is not None else {}
+    rows["warm start"] = {"singles": float(initial_cells[0].sum() / n_single),
+                          "guesses": float(initial_cells[1].sum() / n_guess)}
+    for a, rs in by.items():
+        rows[a] = {"singles": float(np.mean([r.last(r.singles).sum() / n_single for r in rs.values()])),
+                   "guesses": float(np.mean([r.last(r.guesses).sum() / n_guess for r in rs.values()]))}
+    return {"blanks": {"singles": int(n_single), "guesses": int(n_guess)}, "accuracy": rows}
+
+
+def comparisons_table(outcome: dict, kinds: tuple[str, ...] | None = None, scale: float = 100.0) -> pd.DataFrame:
+    """The printed comparisons (points): mean, t and bootstrap intervals, Holm p, resolved or not."""
+    rows = []
+    for c in outcome["comparisons"] + [c for e in outcome["equal_compute"].values() for c in e["comparisons"]]:
+        if kinds and c["kind"] not in kinds:
+            continue
+        t = c["t_ci95"]
+        rows.append({"comparison": c["comparison"], "kind": c["kind"], "seeds": c["seeds"],
+                     "mean (points)": f"{scale * c['mean']:+.2f}",
+                     "t 95% CI": f"[{scale * t[0]:+.2f}, {scale * t[1]:+.2f}]" if t else "—",
+                     "bootstrap 95% CI": "[{:+.2f}, {:+.2f}]".format(*(scale * v for v in c["bootstrap_ci95"])),
+                     "Holm p": f"{c['p_holm']:.3f}" if c.get("p_holm") is not None else "—",
+                     "resolved": "yes" if c["resolved"] else "no"})
+    return pd.DataFrame(rows)
+
+
+def curves(runs: list[Run], initial: np.ndarray) -> pd.DataFrame:
+    """Tidy evaluation curves (warm start at step 0 and compute 0): arm, seed, step, flops, cpu_s, score."""
+    rows = []
+    for r in runs:
+        rows.append({"arm": r.arm, "n_t": r.n_t, "objective": r.objective, "reward": r.reward, "seed": r.seed,
+                     "step": 0, "flops": 0.0, "cpu_s": 0.0, "score": float(initial.mean())})
+        rows += [{"arm": r.arm, "n_t": r.n_t, "objective": r.objective, "reward": r.reward, "seed": r.seed,
+                  "step": int(s), "flops": float(f), "cpu_s": float(c), "score": float(v.mean())}
+                 for s, f, c, v in zip(r.steps, r.flops, r.cpu_s, r.scores)]
+    return pd.DataFrame(rows)

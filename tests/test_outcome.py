@@ -1,0 +1,98 @@
+"""The small-scale outcome: last-3 scores, matched controls, intervals, plateau, equal compute, per-cell split."""
+
+import gzip
+import json
+
+import numpy as np
+import pytest
+
+from bgpo.config import load_config
+from bgpo.data import heldout_pool
+from bgpo.errors import BGPOError
+from bgpo.outcome import LAST, Run, completion_scores, grid_outcome, load_run
+from bgpo.tasks import get_task
+
+POOL = heldout_pool(load_config("small-sudoku").data)[:40]
+TASK = get_task("sudoku", style="compact")
+
+
+def run(arm, seed, levels, n_t=4, reward="verified", objective="bgpo", flops_per_step=1.0, noise=0.0):
+    """A run whose every puzzle scores ``levels[e]`` at evaluation e (steps 10, 20, ...), plus noise."""
+    rng = np.random.default_rng(seed + 100 * n_t)
+    E, P = len(levels), len(POOL)
+    scores = np.clip(np.array(levels)[:, None] + noise * rng.standard_normal((E, P)), 0, 1)
+    steps = 10 * np.arange(1, E + 1)
+    return Run(arm, objective, n_t, reward, seed, steps, scores, np.zeros((E, P)), np.zeros((E, P)),
+               flops_per_step * steps.astype(float), 0.5 * flops_per_step * steps.astype(float))
+
+
+def test_the_reported_score_is_the_last_three_evaluations_paired_with_the_matched_control():
+    runs = [run("bgpo-nt4", s, [0.6, 0.7, 0.8, 0.9, 0.9, 0.9 + 0.01 * s]) for s in (0, 1)] + \
+           [run("bgpo-nt4-random", s, [0.5] * 6, reward="shuffled") for s in (0, 1)] + \
+           [run("bgpo-nt1", s, [0.6] * 6, n_t=1) for s in (0, 1)]
+    out = grid_outcome(runs, np.full(len(POOL), 0.55), (np.zeros(len(POOL)), np.zeros(len(POOL))), POOL,
+                       "cell_accuracy")
+    best = out["arms"]["bgpo-nt4"]
+    assert best["final"] == pytest.approx([0.9, 0.9 + 0.01 / 3])  # mean of the last 3 evaluations, per seed
+    assert best["delta_vs_warm"] == pytest.approx([0.35, 0.35 + 0.01 / 3])
+    assert out["best"] == "bgpo-nt4" and out["random_control"] == "bgpo-nt4-random" and out["control_nt"] == 4
+    assert best["delta_vs_random"] == pytest.approx([0.4, 0.4 + 0.01 / 3])  # seed with seed, same n_t
+    assert "random_control" not in out["arms"]["bgpo-nt1"]  # no control at n_t = 1 in this grid: none paired
+    assert best["last_steps"] == [40, 50, 60] and LAST == 3
+    names = [c["comparison"] for c in out["comparisons"]]
+    assert "bgpo-nt4 - bgpo-nt4-random" in names and "bgpo-nt4 - bgpo-nt1" in names
+    assert all(c["p_holm"] is None or c["p_holm"] >= c["p"] for c in out["comparisons"])
+
+
+def test_plateau_tells_a_flat_curve_from_a_rising_one():
+    flat = [run("bgpo-nt1", s, [0.6, 0.75, 0.75, 0.75, 0.75, 0.75, 0.75], n_t=1, noise=0.01) for s in range(3)]
+    rising = [run("bgpo-nt16", s, [0.6, 0.62, 0.64, 0.66, 0.68, 0.70, 0.72], n_t=16, noise=0.01) for s in range(3)]
+    out = grid_outcome(flat + rising, np.full(len(POOL), 0.6), (np.zeros(len(POOL)),) * 2, POOL, "cell_accuracy")
+    assert out["plateau"]["bgpo-nt1"]["flat"] is True
+    assert out["plateau"]["bgpo-nt16"]["flat"] is False  # +6 points from one window to the next
+    assert out["plateau"]["bgpo-nt16"]["mean"] == pytest.approx(0.06, abs=0.01)
+
+
+def test_equal_compute_scores_every_arm_at_the_cheapest_arms_budget():
+    cheap = [run("bgpo-nt1", s, [0.62, 0.64, 0.66, 0.68], n_t=1, flops_per_step=1.0) for s in range(2)]
+    costly = [run("bgpo-nt16", s, [0.70, 0.74, 0.78, 0.80], n_t=16, flops_per_step=4.0) for s in range(2)]
+    out = grid_outcome(cheap + costly, np.full(len(POOL), 0.60), (np.zeros(len(POOL)),) * 2, POOL, "cell_accuracy")
+    eq = out["equal_compute"]["flops"]
+    assert eq["cheapest"] == "bgpo-nt1" and eq["budgets"] == pytest.approx([20.0, 30.0, 40.0])
+    # nt16 at flops 20, 30, 40 = steps 5, 7.5, 10: halfway/three quarters/all the way from 0.60 to 0.70
+    assert eq["score"]["bgpo-nt16"] == pytest.approx(np.mean([0.65, 0.675, 0.70]))
+    assert eq["score"]["bgpo-nt1"] == pytest.approx(np.mean([0.64, 0.66, 0.68]))
+    per_step = next(c for c in out["comparisons"] if c["comparison"] == "bgpo-nt16 - bgpo-nt1")
+    assert per_step["mean"] > 0.1 and eq["comparisons"][0]["mean"] == pytest.approx(0.675 - 0.66)
+
+
+def test_teacher_and_per_cell_split_count_naked_singles_apart():
+    answers = [f"<answer>{e['solution']}</answer>" for e in POOL]
+    scores, singles, guesses = completion_scores(answers, POOL, TASK)
+    assert scores.tolist() == [1.0] * len(POOL)
+    assert (singles + guesses).tolist() == [e["puzzle"].count("0") for e in POOL]
+    runs = [Run("bgpo-nt1", "bgpo", 1, "verified", 0, np.array([10]), scores[None], singles[None], guesses[None],
+                np.ones(1), np.ones(1))]
+    teacher = np.full(len(POOL), 0.7)
+    out = grid_outcome(runs, scores * 0.5, (singles, guesses * 0), POOL, "cell_accuracy", teacher)
+    cells = out["cells"]["accuracy"]
+    assert cells["bgpo-nt1"] == {"singles": 1.0, "guesses": 1.0} and cells["warm start"]["guesses"] == 0.0
+    assert cells["teacher (expected)"]["singles"] == 1.0 and 0.25 < cells["teacher (expected)"]["guesses"] < 1.0
+    assert out["teacher_expected"] == pytest.approx(0.7)
+
+
+def test_load_run_rescores_the_completions_and_refuses_logs_that_disagree(tmp_path):
+    answers = [f"<answer>{e['solution']}</answer>" for e in POOL]
+    (tmp_path / "summary.json").write_text(json.dumps({"arm": "d1", "objective": "d1", "n_t": 1, "seed": 0}))
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(
+        {"step": k, "rollout_positions": 100, "update_positions": 10, "rollout_s": 1.0, "old_s": 0.5,
+         "update_s": 0.5}) + "\n" for k in (1, 2)))
+    with gzip.open(tmp_path / "eval_completions.jsonl.gz", "wt") as f:
+        f.write(json.dumps({"step": 2, "completions": answers}) + "\n")
+    (tmp_path / "eval.jsonl").write_text(json.dumps({"step": 2, "cell_accuracy": 1.0}) + "\n")
+    r = load_run(tmp_path, POOL, TASK, n_params=1000)
+    assert r.steps.tolist() == [2] and r.flops.tolist() == [2 * (2 * 1000 * 110 + 6 * 1000 * 10)]
+    assert r.cpu_s.tolist() == [4.0]
+    (tmp_path / "eval.jsonl").write_text(json.dumps({"step": 2, "cell_accuracy": 0.5}) + "\n")
+    with pytest.raises(BGPOError, match="logs disagree"):
+        load_run(tmp_path, POOL, TASK, n_params=1000)
