@@ -2,11 +2,16 @@
 
 Each defines ``solve(n)`` (return ``n + 1``) after doing what real solutions do -- temporary
 files and folders, renames, threads, pathlib, logging, dataclasses -- and scores 1 through the
-code task on a converted assert and on a judged test.
+code task on a converted assert and on a judged test. Then the kinds of correct answers a judge
+behind a process boundary used to fail, each written as a model would answer: the program's objects
+used as Python uses them (identity, sets, truth, ordering, isinstance, repr, operators, iteration),
+standard values and containers both ways, exceptions as the test expects them, arguments changed in
+place, answers and output of megabytes, annotations, recursion depth, the prompt's helpers.
 """
 
 from __future__ import annotations
 
+import subprocess
 import sys
 
 import pytest
@@ -114,6 +119,137 @@ KINDS = {
     "a debug line on stderr mentioning MemoryError": ("import sys\ndef solve(n):\n"
                                                       "    print('debug: MemoryError avoided', file=sys.stderr)\n    return n + 1",
                                                       "assert solve(1) == 2"),
+    # program objects: one handle each, with identity, hashing, truth, ordering, isinstance, repr, operators
+    "a linked list walked with while node": (
+        "class ListNode:\n    def __init__(self, val=0, next=None):\n        self.val = val\n        self.next = next\n\n"
+        "def solve(head):\n    prev = None\n    while head:\n        head.next, prev, head = prev, head, head.next\n"
+        "    return prev",
+        "head = None\nfor v in [1, 2, 3]:\n    head = ListNode(v, head)\nnode, out = solve(head), []\nwhile node:\n"
+        "    out.append(node.val)\n    node = node.next\nassert out == [1, 2, 3]"),
+    "Enum members": (
+        "from enum import Enum\n\nclass Light(Enum):\n    RED = 'red'\n    GREEN = 'green'\n    YELLOW = 'yellow'\n\n"
+        "def solve(light):\n    order = [Light.GREEN, Light.YELLOW, Light.RED]\n"
+        "    return order[(order.index(light) + 1) % len(order)]",
+        "assert solve(Light.GREEN) is Light.YELLOW and solve(Light.RED) == Light.GREEN\n"
+        "assert {solve(Light.YELLOW), Light.RED} == {Light.RED} and Light('red') is Light.RED\n"
+        "assert [light.name for light in Light] == ['RED', 'GREEN', 'YELLOW'] and len(Light) == 3"),
+    "a set of the program's objects": (
+        "class Node:\n    def __init__(self, name):\n        self.name = name\n        self.edges = []\n\n"
+        "def solve(start):\n    seen, stack = set(), [start]\n    while stack:\n        node = stack.pop()\n"
+        "        if node not in seen:\n            seen.add(node)\n            stack.extend(node.edges)\n    return seen",
+        "a, b, c, d = Node('a'), Node('b'), Node('c'), Node('d')\na.edges = [b]\nb.edges = [c, a]\n"
+        "assert solve(a) == {a, b, c} and d not in solve(a) and {n.name for n in solve(c)} == {'c'}"),
+    "sorting the program's objects": (
+        "import functools\n\n@functools.total_ordering\nclass Version:\n    def __init__(self, text):\n"
+        "        self.parts = tuple(int(p) for p in text.split('.'))\n    def __eq__(self, other):\n"
+        "        return self.parts == other.parts\n    def __lt__(self, other):\n        return self.parts < other.parts\n"
+        "    def __hash__(self):\n        return hash(self.parts)\n\n"
+        "def solve(texts):\n    return sorted(Version(t) for t in texts)",
+        "import heapq\nv = solve(['1.10', '1.2', '1.9'])\nassert [x.parts for x in v] == [(1, 2), (1, 9), (1, 10)]\n"
+        "assert v[0] < v[1] <= v[2] and max(v) is v[2] and heapq.nsmallest(1, v)[0] is v[0]"),
+    "isinstance against the program's classes": (
+        "class Shape:\n    pass\n\nclass Circle(Shape):\n    def __init__(self, r):\n        self.r = r\n\n"
+        "class Square(Shape):\n    def __init__(self, side):\n        self.side = side\n\n"
+        "def solve(kind, size):\n    return {'circle': Circle, 'square': Square}[kind](size)",
+        "c = solve('circle', 2)\nassert isinstance(c, Circle) and isinstance(c, Shape) and not isinstance(c, Square)\n"
+        "assert issubclass(Square, Shape) and not isinstance(3, Shape) and c.r == 2"),
+    "repr and str of the program's objects": (
+        "from dataclasses import dataclass\n\n@dataclass\nclass Point:\n    x: int\n    y: int\n"
+        "    def __str__(self):\n        return f'({self.x}, {self.y})'\n\ndef solve(x, y):\n    return Point(x, y)",
+        "p = solve(1, 2)\nassert repr(p) == 'Point(x=1, y=2)' and str(p) == '(1, 2)' and f'{p}' == '(1, 2)'"),
+    "arithmetic operators of the program's class": (
+        "class Vector:\n    def __init__(self, x, y):\n        self.x, self.y = x, y\n"
+        "    def __add__(self, other):\n        return Vector(self.x + other.x, self.y + other.y)\n"
+        "    def __sub__(self, other):\n        return Vector(self.x - other.x, self.y - other.y)\n"
+        "    def __mul__(self, k):\n        return Vector(self.x * k, self.y * k)\n    __rmul__ = __mul__\n"
+        "    def __neg__(self):\n        return Vector(-self.x, -self.y)\n"
+        "    def __abs__(self):\n        return (self.x ** 2 + self.y ** 2) ** 0.5\n"
+        "    def __iadd__(self, other):\n        self.x += other.x\n        self.y += other.y\n        return self\n\n"
+        "def solve(points):\n    total = Vector(0, 0)\n    for x, y in points:\n        total += Vector(x, y)\n    return total",
+        "v = solve([(1, 2), (2, 2)])\nw = v + Vector(1, 0)\nassert (w.x, w.y) == (4, 4) and abs(v - Vector(0, 0)) == 5.0\n"
+        "assert ((2 * v).x, (v * 3).y, (-v).x) == (6, 12, -3)\nu = v\nu += Vector(1, 1)\nassert u is v and v.x == 4"),
+    "iterating the program's object": (
+        "class Countdown:\n    def __init__(self, start):\n        self.start = start\n    def __iter__(self):\n"
+        "        n = self.start\n        while n > 0:\n            yield n\n            n -= 1\n"
+        "    def __len__(self):\n        return self.start\n    def __getitem__(self, i):\n"
+        "        return list(self)[i]\n    def __contains__(self, n):\n        return 0 < n <= self.start\n\n"
+        "def solve(n):\n    return Countdown(n)",
+        "c = solve(3)\nassert list(c) == [3, 2, 1] and len(c) == 3 and c[0] == 3 and 2 in c and 5 not in c\n"
+        "assert sorted(c) == [1, 2, 3] and list(reversed(c)) == [1, 2, 3] and [x for x in c if x > 1] == [3, 2]"),
+    # standard values and containers, both ways
+    "dict views returned": (
+        "from collections import Counter\n\ndef solve(words):\n    counts = Counter(words)\n    return counts.items()\n\n"
+        "def vocabulary(words):\n    return dict.fromkeys(words).keys()",
+        "assert sorted(solve(['a', 'b', 'a'])) == [('a', 2), ('b', 1)]\n"
+        "assert vocabulary(['x', 'y', 'x']) == {'x', 'y'} and list(vocabulary('ba')) == ['b', 'a']"),
+    "dates, times and durations": (
+        "from datetime import date, datetime, time, timedelta, timezone\n\n"
+        "def solve(start, days):\n    return start + timedelta(days=days)\n\n"
+        "def meeting(day, at):\n    return datetime.combine(day, at, tzinfo=timezone.utc)\n\n"
+        "def gap(a, b):\n    return abs(b - a)",
+        "import datetime as dt\nassert solve(dt.date(2024, 2, 28), 1) == dt.date(2024, 2, 29)\n"
+        "m = meeting(dt.date(2024, 1, 2), dt.time(9, 30))\n"
+        "assert m == dt.datetime(2024, 1, 2, 9, 30, tzinfo=dt.timezone.utc) and m.tzinfo is not None\n"
+        "assert gap(dt.datetime(2024, 1, 1), dt.datetime(2024, 1, 2, 1)) == dt.timedelta(hours=25)"),
+    "Fraction and Decimal both ways": (
+        "from fractions import Fraction\nfrom decimal import Decimal, ROUND_HALF_UP\n\n"
+        "def solve(x):\n    return Fraction(x) * 3\n\ndef money(amount):\n"
+        "    return (amount * Decimal('1.07')).quantize(Decimal('0.01'), rounding=ROUND_HALF_UP)",
+        "from fractions import Fraction\nfrom decimal import Decimal\n"
+        "assert solve(Fraction(1, 3)) == 1 and money(Decimal('10.00')) == Decimal('10.70')"),
+    "a generator and a map passed in": (
+        "def solve(numbers):\n    best = None\n    for n in numbers:\n        if best is None or n > best:\n"
+        "            best = n\n    return best",
+        "assert solve(x * x % 7 for x in range(10)) == 4 and solve(map(int, '3 9 2'.split())) == 9\n"
+        "assert solve(iter([5])) == 5"),
+    # exceptions as the test expects them
+    "its own ValueError subclass": (
+        "class InvalidRomanNumeral(ValueError):\n    pass\n\n"
+        "def solve(text):\n    values = {'I': 1, 'V': 5, 'X': 10}\n    if not text or any(ch not in values for ch in text):\n"
+        "        raise InvalidRomanNumeral(f'not a roman numeral: {text!r}')\n    total = 0\n"
+        "    for a, b in zip(text, text[1:] + ' '):\n        total += -values[a] if values.get(b, 0) > values[a] else values[a]\n"
+        "    return total",
+        "assert solve('XIV') == 14\ntry:\n    solve('ABC')\nexcept ValueError as err:\n"
+        "    assert 'ABC' in str(err) and type(err).__name__ == 'InvalidRomanNumeral'\nelse:\n    raise AssertionError\n"
+        "try:\n    solve('')\nexcept InvalidRomanNumeral:\n    pass\nelse:\n    raise AssertionError"),
+    "statistics.StatisticsError": (
+        "import statistics\n\ndef solve(xs):\n    return statistics.median(xs)",
+        "import statistics\nassert solve([3, 1, 2]) == 2\ntry:\n    solve([])\nexcept statistics.StatisticsError:\n"
+        "    pass\nelse:\n    raise AssertionError"),
+    "a KeyError with its key": (
+        "def solve(inventory, item):\n    return inventory[item]",
+        "try:\n    solve({'apple': 1}, 'pear')\nexcept KeyError as err:\n    assert err.args == ('pear',) and str(err) == \"'pear'\"\n"
+        "else:\n    raise AssertionError"),
+    # arguments changed in place come back, however they were passed
+    "a matrix rotated in place": (
+        "def solve(matrix):\n    n = len(matrix)\n    for i in range(n):\n        for j in range(i + 1, n):\n"
+        "            matrix[i][j], matrix[j][i] = matrix[j][i], matrix[i][j]\n    for row in matrix:\n        row.reverse()",
+        "m = [[1, 2], [3, 4]]\nfirst = m[0]\nassert solve(m) is None\nassert m == [[3, 1], [4, 2]] and first is m[0]"),
+    "keyword and defaultdict arguments": (
+        "def solve(edges, *, graph, degree):\n    for a, b in edges:\n        graph[a].append(b)\n"
+        "        graph[b].append(a)\n        degree[a] = degree.get(a, 0) + 1\n        degree[b] = degree.get(b, 0) + 1",
+        "from collections import defaultdict\ngraph, degree = defaultdict(list), {}\nsolve([(1, 2), (2, 3)], graph=graph, degree=degree)\n"
+        "assert graph == {1: [2], 2: [1, 3], 3: [2]} and degree == {1: 1, 2: 2, 3: 1}\n"
+        "assert graph[4] == [] and type(graph) is defaultdict"),
+    "a nested argument changed in place": (
+        "def solve(library, book):\n    library['shelves'][0].append(book)\n    library['count'] += 1",
+        "shelf = ['a']\nlibrary = {'shelves': [shelf, []], 'count': 1}\nsolve(library, 'b')\n"
+        "assert library == {'shelves': [['a', 'b'], []], 'count': 2} and shelf == ['a', 'b']"),
+    # no walls that plain Python does not have
+    "an answer of several megabytes": (
+        "def solve(n):\n    return [str(i) for i in range(n)]",
+        "assert solve(300_000)[-1] == '299999' and len(solve(300_000)) == 300_000"),
+    "megabytes of debug output": (
+        "def solve(n):\n    for i in range(n):\n        print(f'step {i}: ' + '.' * 60)\n    return n",
+        "assert solve(30_000) == 30_000"),
+    "annotations read at run time": (
+        "from dataclasses import dataclass, fields\n\n@dataclass\nclass Settings:\n    retries: int = 3\n"
+        "    ratio: float = 0.5\n\ndef solve(raw):\n"
+        "    return Settings(**{f.name: f.type(raw[f.name]) for f in fields(Settings) if f.name in raw})",
+        "s = solve({'retries': '5', 'ratio': '0.25'})\nassert (s.retries, s.ratio) == (5, 0.25)"),
+    "recursion as deep as plain Python allows": (
+        "def solve(n):\n    return 0 if n == 0 else 1 + solve(n - 1)",
+        "assert solve(997) == 997"),
 }
 
 
@@ -135,3 +271,30 @@ def kind_rewards():
 def test_each_honest_kind_scores_one(kind_rewards, kind):
     assert kind_rewards[0][kind] == 1.0
     assert kind_rewards[1] == [1.0, 1.0]
+
+
+def test_recursion_is_as_deep_as_in_plain_python():
+    """The harness's frames do not count: the deepest call a script's top level makes works, one more fails."""
+    program = "def solve(n):\n    return 0 if n == 0 else 1 + solve(n - 1)\n"
+    probe = program + ("deepest = 0\nfor n in range(900, 1100):\n    try:\n        solve(n)\n    except RecursionError:\n"
+                       "        break\n    deepest = n\nprint(deepest)")
+    deepest = int(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout)
+    checked = {"problem": "p", "setup": "", "entry_point": "solve",
+               "tests": [{"kind": "assert", "code": f"assert solve({deepest}) == {deepest}"}]}
+    refused = {"problem": "p", "setup": "", "entry_point": "solve", "prefix": "",
+               "tests": [{"kind": "assert", "code": f"try:\n    solve({deepest + 1})\nexcept RecursionError:\n    pass\n"
+                                                    "else:\n    raise AssertionError('deeper than plain Python')"}]}
+    assert get_task("code").rewards([f"```python\n{program}```"] * 2, [checked, refused]) == [1.0, 1.0]
+
+
+def test_a_whole_function_may_call_the_prompts_helper():
+    """HumanEval-style: the prompt defines a helper; the answer rewrites the whole function and calls it."""
+    prompt = ('VOWELS = "aeiou"\n\n\ndef is_vowel(ch: str) -> bool:\n    return ch.lower() in VOWELS\n\n\n'
+              'def count_vowels(text: str) -> int:\n    """How many vowels text has.\n    >>> count_vowels("Hello")\n'
+              '    2\n    """\n')
+    example = {"problem": "p", "setup": "", "entry_point": "count_vowels", "prefix": prompt,
+               "tests": [{"kind": "assert", "code": "def check(candidate):\n    assert candidate('Hello') == 2\n"
+                                                    "    assert candidate('xyz') == 0\ncheck(count_vowels)"}]}
+    answer = ("```python\nfrom __future__ import annotations\n\n\ndef count_vowels(text: str) -> int:\n"
+              "    return sum(1 for ch in text if is_vowel(ch))\n```")
+    assert get_task("code").rewards([answer], [example]) == [1.0]
