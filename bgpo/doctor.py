@@ -226,6 +226,11 @@ def environment(c: Check, ctx: Context) -> None:
     c.judge("varlen_attn importable", varlen_ok, f"torch {torch.__version__}", "torch >= 2.10")
     c.judge("torchao present (bf16 optimisers)", f["torchao"] is not None, f["torchao"] or "missing", "installed")
     c.note("flash-attn (optional)", INFO, f["flash-attn"] or "not installed", "optional")
+    from bgpo import sandbox  # the code reward's isolation: refused, not weakened, where it is missing
+
+    f["code_sandbox"] = sandbox.isolation_line()
+    c.judge("code sandbox (bubblewrap, seccomp)", sandbox.isolation()["sandbox"], f["code_sandbox"],
+            "bubblewrap >= 0.10 with user namespaces")
     from bgpo.experiment import relative  # the report names no machine path
 
     free = shutil.disk_usage(ctx.work).free / 1e9

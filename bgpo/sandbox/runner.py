@@ -354,6 +354,11 @@ def isolation_report() -> dict[str, Any]:
     return chosen().report()
 
 
+def isolation_line() -> str:
+    """The same in one line, with no path of this machine (logs, ``bgpo doctor``)."""
+    return bwrap.line(chosen())
+
+
 def run(program: Program | str, limits: Limits = Limits()) -> Result:
     """Run one program in the sandbox. Never raises because of the program (a sandbox failure is a
     ``crashed`` result); raises :class:`~bgpo.sandbox.bwrap.IsolationUnavailable` when this
