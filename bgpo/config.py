@@ -31,6 +31,7 @@ from bgpo.errors import BGPOError
 
 OBJECTIVES = ("bgpo", "elbo", "d1")  # the policy losses of bgpo.objectives: the one list all modules read
 CACHE_MODES = ("none", "prefix", "dual")  # the sampler's KV caches (bgpo.diffusion.generate), likewise
+CODE_ISOLATION = ("required", "trusted-only")  # the code reward's sandbox policies (bgpo.sandbox.bwrap), likewise
 
 PRESET_DIR = Path(__file__).parent / "configs"
 
@@ -105,6 +106,9 @@ class RolloutConfig:
     reward: str = _field("verified", "'verified' (the task's reward) | 'shuffled' (a random-reward control: the "
                          "verified rewards permuted within each group, so advantages keep their values but "
                          "lose their link to the completions)", choices=("verified", "shuffled"))
+    code_isolation: str = _field("required", "the code reward's sandbox: 'required' (refuse, in one line naming the "
+                                 "fix, where bubblewrap's layers are missing) | 'trusted-only' (then run programs on the "
+                                 "host, after a warning: only for code you trust)", choices=CODE_ISOLATION)
 
 
 @dataclass

@@ -19,6 +19,7 @@ import torch
 
 from bgpo.data import encode_prompts
 from bgpo.diffusion import SamplerStats, device_generator, generate
+from bgpo.sandbox import IsolationUnavailable
 
 SAMPLER, MASKS, REWARDS = 0, 1, 2  # the random streams of a step
 
@@ -37,6 +38,8 @@ def safe_rewards(task, completions: list[str], examples: list[dict], log: Path |
     """
     try:
         return [float(r) for r in task.rewards(completions, examples)]
+    except IsolationUnavailable:  # the machine, not a completion: refuse loudly, never a silent 0.0
+        raise
     except Exception:  # some completion's reward raised: find it below
         pass
     out = []

@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from bgpo import checkpoint
+from bgpo import checkpoint, sandbox
 from bgpo.config import Config, load_config
 from bgpo.data import get_task, load_examples, load_tokenizer, prompt_indices
 from bgpo.errors import BGPOError
@@ -114,6 +114,11 @@ def setup(cfg: Config, resume: bool) -> Run:
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(cfg.to_yaml())
+    if cfg.data.task == "code":  # the sandbox it runs under, or the one-line refusal, before any rollout
+        sandbox.set_policy(cfg.rollout.code_isolation)
+        sandbox.require()
+        if accelerator.is_main_process:
+            print(sandbox.isolation_line(), flush=True)
     test_set = load_examples(cfg.data, cfg.data.test_split, cfg.trainer.seed)[: cfg.trainer.eval_limit]
     torch.manual_seed(cfg.trainer.seed)  # initial weights of a preset model
     model = checkpoint.build_model(cfg.model)

@@ -218,6 +218,10 @@ def test_missing_layers_refuse_in_one_line(monkeypatch):
     assert "rollout.code_isolation=trusted-only" in message
     with pytest.raises(sandbox.IsolationUnavailable):
         sandbox.run("print(1)")
+    from bgpo.rollout import safe_rewards
+
+    with pytest.raises(sandbox.IsolationUnavailable):  # a training run's rewards: no silent 0.0 either
+        safe_rewards(get_task("code"), ["```python\nprint(1)\n```"], [example], None)
 
 
 def test_a_namespace_refusal_names_the_sysctl():

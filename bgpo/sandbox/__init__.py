@@ -27,8 +27,8 @@ and a deadline and reads exit statuses, so no program can stall it. Every outcom
 
 from bgpo.sandbox.host import remove_tree
 from bgpo.sandbox.bwrap import NOBODY, POLICIES, IsolationUnavailable, set_policy
-from bgpo.sandbox.runner import STATUSES, Limits, Program, Result, isolation_line, run, run_many
+from bgpo.sandbox.runner import STATUSES, Limits, Program, Result, isolation_line, require, run, run_many
 from bgpo.sandbox.runner import isolation_report as isolation
 
 __all__ = ["NOBODY", "POLICIES", "STATUSES", "IsolationUnavailable", "Limits", "Program", "Result", "isolation", "isolation_line",
-           "remove_tree", "run", "run_many", "set_policy"]
+           "remove_tree", "require", "run", "run_many", "set_policy"]

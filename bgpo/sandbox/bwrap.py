@@ -56,6 +56,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from bgpo.config import CODE_ISOLATION
 from bgpo.errors import BGPOError
 from bgpo.sandbox import seccomp
 from bgpo.sandbox.cgroup import RunCgroup
@@ -63,7 +64,7 @@ from bgpo.sandbox.cgroup import RunCgroup
 NOBODY = 65534
 MIN_BWRAP = (0, 10)  # --size for the tmpfs (0.10.0)
 ALLOWED_PACKAGES = ("numpy",)  # third-party packages a program may import (found at /site)
-POLICIES = ("required", "trusted-only")
+POLICIES = CODE_ISOLATION
 SITE = "/site"
 WORKDIR = "/tmp"  # the run's one tmpfs: working directory, HOME and TMPDIR
 SYSTEM = ("/usr", "/lib", "/lib64", "/lib32", "/libx32", "/bin", "/sbin")

@@ -354,6 +354,12 @@ def isolation_report() -> dict[str, Any]:
     return chosen().report()
 
 
+def require() -> bool:
+    """True when programs run sandboxed here; False when the ``trusted-only`` policy lets them run on
+    the host (warned once); raises :class:`~bgpo.sandbox.bwrap.IsolationUnavailable` otherwise."""
+    return bwrap.require(chosen())
+
+
 def isolation_line() -> str:
     """The same in one line, with no path of this machine (logs, ``bgpo doctor``)."""
     return bwrap.line(chosen())
@@ -365,7 +371,7 @@ def run(program: Program | str, limits: Limits = Limits()) -> Result:
     machine cannot sandbox and the policy is ``required``."""
     if isinstance(program, str):
         program = Program(program)
-    bwrap.require(chosen())
+    require()
     try:
         return _execute(program, limits, chosen())
     except Exception as err:  # the caller must never see an exception from untrusted code
@@ -378,6 +384,6 @@ def run_many(programs: Sequence[Program | str], limits: Limits = Limits(),
     # a run mostly waits (the judge and the program answer each other; the kernel tears namespaces down):
     # 4 per core keeps the cores busy (measured: 64 judged runs on 2 cores, 4.3 s with 4 workers, 2.8 s with 8)
     workers = workers or min(32, 4 * (os.cpu_count() or 1))
-    bwrap.require(chosen())  # refuses once, before any program runs
+    require()  # refuses once, before any program runs
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(lambda p: run(p, limits), programs))
