@@ -298,3 +298,12 @@ def test_a_whole_function_may_call_the_prompts_helper():
     answer = ("```python\nfrom __future__ import annotations\n\n\ndef count_vowels(text: str) -> int:\n"
               "    return sum(1 for ch in text if is_vowel(ch))\n```")
     assert get_task("code").rewards([answer], [example]) == [1.0]
+
+
+def test_a_stdio_answer_may_be_longer_than_the_output_cap():
+    """The expected output of a stdio test sets how much stdout is kept: 2.3 MB of lines is an answer, not a limit."""
+    n = 400_000
+    example = {"problem": "p", "setup": "", "entry_point": None,
+               "tests": [{"kind": "stdio", "input": str(n), "output": "\n".join(map(str, range(n)))}]}
+    answer = "```python\nimport sys\nn = int(input())\nsys.stdout.write('\\n'.join(map(str, range(n))) + '\\n')\n```"
+    assert get_task("code").rewards([answer], [example]) == [1.0]

@@ -40,7 +40,9 @@ class Limits:
     disk_bytes: int = 32 << 20  # all its files together (its tmpfs)
     processes: int = 64  # threads of the run, judge included (pids cgroup; a run has one process)
     open_files: int = 64
-    output_bytes: int = 1 << 20  # all output kept (stdout, stderr, each answer); more ends the run
+    # output kept (stdout, stderr; a stdio run's stdout up to twice the expected); more ends the run. A judged
+    # program's output past a budget is dropped in the sandbox; its answers are capped by the judge's memory
+    output_bytes: int = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,8 @@ def _execute(program: Program, limits: Limits, chosen: bwrap.Isolation) -> Resul
     """One program (and its judge), start to provably over; the caller makes sure this never raises."""
     start = time.monotonic()
     deadline = start + limits.wall_seconds
+    expected = len(program.expected_stdout.encode()) if program.expected_stdout else 0
+    cap = max(limits.output_bytes, 2 * expected)  # a stdio answer may be as long as the expected one
     fds: list[int] = []
     run: bwrap.Sandboxed | None = None
     judge: forkserver.ForkedJudge | subprocess.Popen | None = None
@@ -147,7 +151,7 @@ def _execute(program: Program, limits: Limits, chosen: bwrap.Isolation) -> Resul
             writes[_stdin(run.proc)] = program.stdin.encode()
         judge_reads = [judge.stdout.fileno(), judge.stderr.fileno()] if judge else []
         data, over = _communicate(writes, run.reads + judge_reads, judge_reads or run.reads, deadline,
-                                  limits.output_bytes)
+                                  cap)
         decisive = judge or run.proc
         if not over:
             try:
@@ -175,7 +179,7 @@ def _execute(program: Program, limits: Limits, chosen: bwrap.Isolation) -> Resul
     if over == "timeout":
         return result("timeout", f"still running after {limits.wall_seconds:g} s wall time")
     if over == "output":
-        return result("limit", f"more than {limits.output_bytes} bytes of output")
+        return result("limit", f"more than {cap} bytes of output")
     verdict = _classify(program_status, oom, limits)
     if judge is not None:
         if judge.returncode == 0:
