@@ -390,6 +390,14 @@ def end(run: Sandboxed) -> bool:
         gone = bool(select.select([run.pid1], [], [], 10.0)[0])
         os.close(run.pid1)
         run.pid1 = None
+    reap(run)
+    if run.cgroup is not None:
+        gone = run.cgroup.remove(time.monotonic() + 5.0) and gone
+    return gone
+
+
+def reap(run: Sandboxed) -> None:
+    """SIGKILL the run's session (bwrap, or the host program), reap it, close its pipes."""
     try:
         os.killpg(run.proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
@@ -398,9 +406,6 @@ def end(run: Sandboxed) -> bool:
     for stream in (run.proc.stdin, run.proc.stdout, run.proc.stderr):
         if stream is not None and not stream.closed:
             stream.close()
-    if run.cgroup is not None:
-        gone = run.cgroup.remove(time.monotonic() + 5.0) and gone
-    return gone
 
 
 def problem(stderr: str) -> str:

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import itertools
 import os
-import signal
 import stat
 import subprocess
 import tempfile
 
-from bgpo.sandbox.bwrap import BOOT, Sandboxed
+from bgpo.sandbox.bwrap import BOOT, Sandboxed, reap
 
 
 def start(python: str, boot_fd: int, pass_fds: tuple[int, ...], stdin: bool) -> Sandboxed:
@@ -36,14 +35,7 @@ def start(python: str, boot_fd: int, pass_fds: tuple[int, ...], stdin: bool) -> 
 
 def end(run: Sandboxed) -> bool:
     """Kill the run's session, reap it, delete its directory; True (a host run proves nothing more)."""
-    try:
-        os.killpg(run.proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    run.proc.wait()
-    for stream in (run.proc.stdin, run.proc.stdout, run.proc.stderr):
-        if stream is not None and not stream.closed:
-            stream.close()
+    reap(run)
     if run.host_dir is not None:
         remove_tree(run.host_dir)
     return True
