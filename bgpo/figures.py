@@ -5,6 +5,11 @@ and returns a ``matplotlib.figure.Figure``; :func:`save` writes it as PNG and SV
 from ``book/data/`` (reported numbers with a ``source`` column, see its README) and from our own
 run logs (``metrics.jsonl``). ``bgpo figures --data book/data --out DIR`` redraws them all.
 
+What a reader of the website gets, whatever the figure: twice the pixels it is shown at (a notebook
+displays it at 2x, :func:`_inline_at_2x`), text of at least 8 pt = 11 px at the column width, the legend
+under the axes and never on the data (:func:`legend_below`), names a person reads instead of folder names
+(:func:`run_label`), and ``n_t`` ticks labelled at every measured value.
+
 Bad input (missing file, missing column, empty table) raises :class:`bgpo.errors.BGPOError`.
 """
 
@@ -12,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -20,7 +26,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.legend import Legend
 from matplotlib.ticker import NullLocator
+from matplotlib.transforms import offset_copy
 
 from bgpo.errors import BGPOError
 from bgpo.jsonl import iter_jsonl
@@ -28,8 +36,9 @@ from bgpo.jsonl import iter_jsonl
 # The book's one style: sized for the website's text column, colour-blind-safe palette (Okabe–Ito), light grid.
 # The column is ~660 px wide; a notebook shows a figure at figure.dpi, so 6.5 in x 100 dpi is drawn at its
 # natural size and 10-11 pt text stays 14-15 px tall on the page (a 9 in figure shrunk to fit made it ~7 px).
-# Functions that need another shape keep the 6.5 in width. Saved files get 200 dpi for print.
+# Functions that need another shape keep the 6.5 in width. Saved files get 200 dpi, 2x the screen's pixels.
 COLUMN_WIDTH_IN = 6.5
+MIN_FONT_PT = 8  # 11 px at figure.dpi 100: the smallest text any figure draws
 STYLE = {
     "figure.figsize": (COLUMN_WIDTH_IN, 4.0),
     "figure.dpi": 100,
@@ -51,6 +60,24 @@ STYLE = {
         "#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]),
 }
 plt.rcParams.update(STYLE)
+
+
+def _inline_at_2x() -> None:
+    """In a notebook, show figures as PNGs drawn at twice ``figure.dpi`` and shown at their 1x size (IPython's
+    ``retina`` format: the PNG's display width travels in its metadata, which Quarto writes as the ``<img>``
+    width), so a figure on the website is sharp on high-density screens and its text keeps its size."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    if get_ipython() is None:
+        return
+    from matplotlib_inline.backend_inline import set_matplotlib_formats
+
+    set_matplotlib_formats("retina")
+
+
+_inline_at_2x()
 
 # Fixed colours for the objectives so every chapter shows bgpo/elbo/d1 the same way.
 OBJECTIVE_COLORS = {"bgpo": "#0072B2", "elbo": "#D55E00", "d1": "#009E73"}
@@ -118,6 +145,61 @@ def save(fig: Figure, path: str | Path) -> list[Path]:
     return written
 
 
+def legend_below(fig: Figure, *, ncols: int | None = None) -> Legend | None:
+    """One legend for the whole figure, under its axes, so no line or point hides under it (matplotlib's
+    ``best`` place is still on the data when the data fill the axes).
+
+    Gathers the labelled artists of every axes (each label once, in drawing order), removes the axes' own
+    legends and any earlier figure legend, uses the most columns (at most ``ncols``, default 3) whose width
+    fits the figure, and hangs the legend just below the lowest axis label: the saved image (tight bounding
+    box) grows to hold it. Call it last, after the figure's layout (``tight_layout``) is done. Returns the
+    legend (None when nothing is labelled)."""
+    handles: dict[str, object] = {}
+    for ax in fig.axes:
+        for handle, text in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(text, handle)
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+    for old in list(fig.legends):
+        old.remove()
+    if not handles:
+        return None
+    renderer = fig.canvas.get_renderer()
+    to_figure = fig.transFigure.inverted()
+    bottom = min(to_figure.transform(ax.get_tightbbox(renderer))[0, 1] for ax in fig.axes)
+    for n in range(min(ncols or 3, len(handles)), 0, -1):
+        legend = fig.legend(handles.values(), handles.keys(), loc="upper center", ncols=n,
+                            bbox_to_anchor=(0.5, bottom - 0.01), bbox_transform=fig.transFigure)
+        if n == 1 or legend.get_window_extent(renderer).width <= fig.bbox.width:
+            return legend
+        legend.remove()
+    return None
+
+
+def _legend_under(ax: plt.Axes) -> None:
+    """The legend of one axes of a figure the caller composes, under that axes' x label (kept ``ax``'s own, so
+    the caller can move or remove it; :func:`legend_below` gathers every panel's into one)."""
+    renderer = ax.figure.canvas.get_renderer()
+    below_pt = (ax.get_window_extent(renderer).y0 - ax.get_tightbbox(renderer).y0) * 72 / ax.figure.dpi
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, 0), ncols=1, bbox_transform=offset_copy(
+        ax.transAxes, fig=ax.figure, y=-below_pt - 2, units="points"))
+
+
+def run_label(name: object) -> str:
+    """A run's folder name as a person reads it: ``lr1e-4/bgpo-nt4-s0`` -> ``lr 1e-4, BGPO $n_t$=4, seed 0``.
+
+    Only a name without spaces (a folder name) is rewritten, and only its known parts (a learning rate, an
+    objective, ``nt<k>``, ``s<seed>``); a label already written for people is returned as it is."""
+    text = str(name)
+    if re.search(r"\s", text):
+        return text
+    text = re.sub(r"(?<![A-Za-z])lr(?=\d)", "lr ", text)
+    text = re.sub(r"(?<![A-Za-z])(bgpo|elbo)(?![A-Za-z])", lambda m: m.group(1).upper(), text)
+    text = re.sub(r"-?(?<![A-Za-z])nt(\d+)(?!\w)", r" $n_t$=\1", text)
+    text = re.sub(r"-s(\d+)$", r", seed \1", text)
+    return text.replace("/", ", ")
+
+
 def _colors(names: Iterable) -> dict:
     """One distinct colour per name: the objectives keep theirs, the others take the unused palette colours."""
     names = list(dict.fromkeys(names))
@@ -127,8 +209,11 @@ def _colors(names: Iterable) -> dict:
     return {**fixed, **{n: free[i % len(free)] for i, n in enumerate(others)}}
 
 
-def main_results(df: pd.DataFrame) -> Figure:
-    """Grouped bars: accuracy (%) per benchmark (x) and method (bars); one panel per ``source``."""
+def main_results(df: pd.DataFrame, *, ylabel: str = "score (%)") -> Figure:
+    """Grouped bars: score (%) per benchmark (x) and method (bars); one panel per ``source``.
+
+    The benchmarks' metrics differ (countdown's mean reward is no accuracy): ``ylabel`` names what the bars are.
+    """
     require_columns(df, ["benchmark", "method", "accuracy_pct", "source"], "main results")
     sources = list(dict.fromkeys(df["source"]))
     colors = _colors(df["method"])
@@ -144,15 +229,15 @@ def main_results(df: pd.DataFrame) -> Figure:
             heights = [rows.get(b, np.nan) for b in benchmarks]
             ax.bar(x + (i - (len(methods) - 1) / 2) * width, heights, width, label=method, color=colors[method])
         ax.set_xticks(x, benchmarks)
-        ax.set_ylabel("accuracy (%)")
+        ax.set_ylabel(ylabel)
         ax.set_title(f"source: {source}", loc="left")
-        ax.legend(ncols=min(len(methods), 3), loc="upper left", bbox_to_anchor=(0, -0.1))
     fig.tight_layout()
+    legend_below(fig)
     return fig
 
 
-def zero_shot_by_length(df: pd.DataFrame) -> Figure:
-    """Accuracy (%) vs generation length (tokens), one line per benchmark (base model, zero-shot)."""
+def zero_shot_by_length(df: pd.DataFrame, *, ylabel: str = "score (%)") -> Figure:
+    """Score (%) vs generation length (tokens), one line per benchmark (base model, zero-shot)."""
     require_columns(df, ["benchmark", "gen_length", "accuracy_pct", "source"], "zero-shot results")
     fig, ax = plt.subplots()
     colors = _colors(df["benchmark"])
@@ -163,9 +248,10 @@ def zero_shot_by_length(df: pd.DataFrame) -> Figure:
     ax.set_xscale("log", base=2)
     ax.set_xticks(lengths, [str(v) for v in lengths])
     ax.set_xlabel("generation length (tokens)")
-    ax.set_ylabel("accuracy (%)")
+    ax.set_ylabel(ylabel)
     ax.set_title(f"source: {'; '.join(dict.fromkeys(df['source']))}", loc="left", fontsize=9, wrap=True)
-    ax.legend()
+    fig.tight_layout()
+    legend_below(fig)
     return fig
 
 
@@ -182,10 +268,12 @@ def _mean_spread(df: pd.DataFrame, x: str, y: str, group: str, seed: str | None)
 
 def curves(df: pd.DataFrame, y: str = "reward", *, x: str = "step", group: str = "run",
            seed: str | None = "seed", ylabel: str | None = None, xlabel: str = "RL step",
-           smooth: int = 1, ax: plt.Axes | None = None) -> Figure:
+           smooth: int = 1, ax: plt.Axes | None = None, labels: Mapping[str, str] | None = None) -> Figure:
     """``y`` vs ``x`` per ``group``: mean over seeds with a ± one-standard-deviation band.
 
-    ``smooth`` > 1 applies a centred rolling mean of that many points to each seed's curve first.
+    ``smooth`` > 1 applies a centred rolling mean of that many points to each seed's curve first. ``labels``
+    maps a group to its name in the legend (default: :func:`run_label` of the group). With ``ax`` the caller
+    composes the figure: the legend is that axes' own, under it (:func:`legend_below` merges the panels').
     """
     require_columns(df, [x, y, group], "curves")
     if smooth < 1:
@@ -199,20 +287,32 @@ def curves(df: pd.DataFrame, y: str = "reward", *, x: str = "step", group: str =
         data[y] = data.groupby(by, sort=False)[y].transform(
             lambda s: s.rolling(smooth, center=True, min_periods=1).mean())
     stats = _mean_spread(data, x, y, group, seed)
-    fig = ax.figure if ax is not None else plt.subplots()[0]
-    ax = ax if ax is not None else fig.axes[0]
+    composed = ax is not None
+    fig = ax.figure if composed else plt.subplots()[0]
+    ax = ax if composed else fig.axes[0]
     colors = _colors(stats[group])
     for name, part in stats.groupby(group, sort=False):
         part = part.sort_values(x)
         color = colors[name]
         n = int(part["count"].max())
-        ax.plot(part[x], part["mean"], color=color, label=f"{name} (n={n})" if n > 1 else str(name))
+        shown = (labels or {}).get(name, run_label(name))
+        ax.plot(part[x], part["mean"], color=color, label=f"{shown} (n={n})" if n > 1 else shown)
         if n > 1:
             ax.fill_between(part[x], part["mean"] - part["std"], part["mean"] + part["std"], color=color, alpha=0.2)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel or y)
-    ax.legend()
+    _place_legend(fig, ax, composed)
     return fig
+
+
+def _place_legend(fig: Figure, ax: plt.Axes, composed: bool) -> None:
+    """A figure this module owns gets :func:`legend_below`; one axes of a figure the caller composes gets its
+    own legend under it (the caller may remove or merge it)."""
+    if composed:
+        _legend_under(ax)
+    else:
+        fig.tight_layout()
+        legend_below(fig)
 
 
 def accuracy_vs_nt(df: pd.DataFrame, y: str = "accuracy", *, group: str | None = "objective",
@@ -234,14 +334,22 @@ def accuracy_vs_nt(df: pd.DataFrame, y: str = "accuracy", *, group: str | None =
     values = sorted(data["n_t"].unique())
     ax.set_xscale("log", base=2)
     ax.set_xticks(values, [str(int(v)) for v in values])
+    ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xlabel("MC samples per response $n_t$")
     ax.set_ylabel(ylabel)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend()
+    fig.tight_layout()
+    legend_below(fig)
     return fig
 
 
 UNITS = {"MiB": 2.0**-20, "GiB": 2.0**-30, "GB": 1e-9}
+# Series that may lie on one another (estimators that agree): each drawn thinner and on top of the one before,
+# with its own marker and dashes, so all stay visible where they coincide.
+_OVERLAP_STYLES = [
+    {"marker": "o", "ms": 9, "mfc": "white", "lw": 3.0, "zorder": 2},
+    {"marker": "s", "ms": 5, "ls": "--", "lw": 1.8, "zorder": 3},
+    {"marker": "x", "ms": 7, "mew": 1.5, "ls": ":", "lw": 1.5, "zorder": 4},
+]
 
 
 def _objective_label(name: object) -> str:
@@ -250,16 +358,17 @@ def _objective_label(name: object) -> str:
 
 
 def _nt_ticks(ax: plt.Axes, n_ts: Iterable) -> None:
-    """Ticks on a linear ``n_t`` axis at the measured values only (never 2.5 or 7.5); a value too close to
-    the previous labelled one (1 and 2 on an axis to 32) keeps its tick but not its label."""
+    """Ticks on a linear ``n_t`` axis at the measured values only (never 2.5 or 7.5), every one labelled: a
+    label too close to the previous one on its line (1 and 2 on an axis to 32) goes one line lower."""
     values = sorted({int(v) for v in n_ts})
-    span, last, labels = max(values[-1] - values[0], 1), None, []
-    for v in values:
-        show = last is None or (v - last) >= span / 12
-        labels.append(str(v) if show else "")
-        last = v if show else last
-    ax.set_xticks(values, labels)
+    span, last = max(values[-1] - values[0], 1), None
+    ax.set_xticks(values, [str(v) for v in values])
     ax.xaxis.set_minor_locator(NullLocator())
+    for v, tick in zip(values, ax.xaxis.get_major_ticks()):
+        if last is not None and (v - last) < span / 12:
+            tick.set_pad(tick.get_pad() + 1.2 * STYLE["xtick.labelsize"])  # one line lower
+        else:
+            last = v
 
 
 def memory_vs_nt(records: pd.DataFrame | Iterable[Mapping], *, memory: str = "activation_bytes",
@@ -295,10 +404,10 @@ def memory_vs_nt(records: pd.DataFrame | Iterable[Mapping], *, memory: str = "ac
             ax.set_ylim(bottom=0)
         ax.set_xlabel("MC samples per response $n_t$")
         ax.set_ylabel(ylabel)
-        ax.legend()
     if label:
         fig.suptitle(label, fontsize=10)
     fig.tight_layout()
+    legend_below(fig)
     return fig
 
 
@@ -310,18 +419,20 @@ def elbo_variance(df: pd.DataFrame, y: str = "variance") -> Figure:
     parts = list(df.groupby(group, sort=False)) if group else [("MC estimate", df)]
     colors = _colors(name for name, _ in parts)
     first = None
-    for name, part in parts:
+    for (name, part), style in zip(parts, _OVERLAP_STYLES * len(parts)):
         part = part.groupby("n_t")[y].mean().sort_index()
         first = part if first is None else first
-        ax.plot(part.index, part.values, marker="o", label=str(name), color=colors[name])
+        ax.plot(part.index, part.values, label=str(name), color=colors[name], **style)
     n = np.array(first.index, dtype=float)
     ax.plot(n, first.values[0] * n[0] / n, ls="--", color="grey", label=r"$\propto 1/n_t$")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xticks(n, [str(int(v)) for v in n])
+    ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xlabel("MC samples $n_t$")
     ax.set_ylabel(r"variance of $\widehat{\mathrm{ELBO}}$ (nats$^2$)")
-    ax.legend()
+    fig.tight_layout()
+    legend_below(fig)
     return fig
 
 
@@ -333,12 +444,14 @@ def _mean_se(values: pd.Series) -> tuple[float, float]:
 
 def learning_curves(df: pd.DataFrame, y: str, *, x: str = "step", group: str = "arm", seed: str = "seed",
                     scale: float = 1.0, smooth: int = 1, order: Iterable | None = None, markers: bool = True,
-                    ylabel: str | None = None, xlabel: str = "RL step", ax: plt.Axes | None = None) -> Figure:
+                    ylabel: str | None = None, xlabel: str = "RL step", ax: plt.Axes | None = None,
+                    labels: Mapping[str, str] | None = None) -> Figure:
     """``y`` (times ``scale``) vs ``x`` per ``group``: mean over seeds with a ± 1 standard-error band.
 
     ``smooth`` > 1 first takes a centred rolling mean of that many points of each seed's curve (for
     per-step training signals); ``order`` fixes the groups' order, hence their colours, so that several
-    figures of one grid colour each arm alike.
+    figures of one grid colour each arm alike. ``labels`` maps a group to its legend name (default
+    :func:`run_label`); with ``ax`` the legend is that axes' own, under it, as in :func:`curves`.
     """
     require_columns(df, [x, y, group, seed], "learning curves")
     if smooth < 1:
@@ -346,8 +459,9 @@ def learning_curves(df: pd.DataFrame, y: str, *, x: str = "step", group: str = "
     data = df.dropna(subset=[y])
     if data.empty:
         raise BGPOError(f"learning curves: column {y!r} has no values")
-    fig = ax.figure if ax is not None else plt.subplots()[0]
-    ax = ax if ax is not None else fig.axes[0]
+    composed = ax is not None
+    fig = ax.figure if composed else plt.subplots()[0]
+    ax = ax if composed else fig.axes[0]
     names = [n for n in dict.fromkeys([*(order or []), *data[group]]) if n in set(data[group])]
     colors = _colors(names)
     for name in names:
@@ -359,11 +473,11 @@ def learning_curves(df: pd.DataFrame, y: str, *, x: str = "step", group: str = "
         n = int(stats["count"].max())
         mean, se = stats["mean"] * scale, stats["sem"] * scale
         ax.plot(stats.index, mean, marker="o" if markers else None, ms=4, color=colors[name],
-                label=f"{name} (n={n})")
+                label=f"{(labels or {}).get(name, run_label(name))} (n={n})")
         ax.fill_between(stats.index, mean - se, mean + se, color=colors[name], alpha=0.2)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel or y)
-    ax.legend()
+    _place_legend(fig, ax, composed)
     return fig
 
 
@@ -397,11 +511,11 @@ def paired_deltas(outcome: Mapping, *, scale: float = 100.0, threshold: float | 
     ax.axhline(0.0, color="k", lw=0.8)
     if threshold is not None:
         ax.axhline(threshold, color="grey", ls="--", lw=1, label=f"bar: {threshold:+g} points")
-        ax.legend(loc="lower left")  # gains sit above the bar, the control's losses to the right
     ax.set_xticks(range(len(arms)), labels, rotation=20, ha="right")
     ax.set_xlim(-0.6, len(arms) - 0.4)
     ax.set_ylabel(ylabel)
     fig.tight_layout()
+    legend_below(fig)
     return fig
 
 
@@ -447,9 +561,8 @@ def delta_vs_nt(outcome: Mapping, *, scale: float = 100.0,
         ax.set_xlim(values[0] / 1.5, values[-1] * 1.5)
     ax.set_xlabel("MC samples per response $n_t$")
     ax.set_ylabel(ylabel)
-    handles, labels = ax.get_legend_handles_labels()  # below the axes: no point hides under it
-    fig.legend(handles, labels, loc="lower center", ncol=2)
-    fig.tight_layout(rect=(0, 0.06 * ((len(labels) + 1) // 2) + 0.02, 1, 1))
+    fig.tight_layout()
+    legend_below(fig, ncols=2)
     return fig
 
 
@@ -489,16 +602,8 @@ def gradient_noise(records: pd.DataFrame | Iterable[Mapping]) -> Figure:
         ax.set_xlabel("MC samples $n_t$")
         ax.set_title(str(checkpoint), loc="left")
     axes[0, 0].set_ylabel(r"gradient variance $E\|g - Eg\|^2$")
-    handles = {}  # label -> the first line drawn with it, over all panels
-    for ax in axes[0]:
-        for handle, text in zip(*ax.get_legend_handles_labels()):
-            handles.setdefault(text, handle)
-    if len(checkpoints) > 1:  # one legend for all panels, below them, so no panel's lines hide under it
-        fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(len(handles), 3))
-        fig.tight_layout(rect=(0, 0.06 * ((len(handles) + 2) // 3) + 0.02, 1, 1))
-    else:
-        axes[0, 0].legend(handles.values(), handles.keys())
-        fig.tight_layout()
+    fig.tight_layout()
+    legend_below(fig)  # one legend for all panels, below them, so no panel's lines hide under it
     return fig
 
 
@@ -517,7 +622,6 @@ def bound_plot(z_range: float = 2.0, n_t: int = 16, seed: int = 0) -> Figure:
     left.axvline(0, color="k", lw=0.5)
     left.set_xlabel(r"$z = \frac{1}{n_t}\sum_j \delta_j$ (log-ratio, nats)")
     left.set_ylabel("value (ratio)")
-    left.legend()
     rng = np.random.default_rng(seed)
     sigma = np.linspace(0.0, 1.0, 21)
     eps = rng.standard_normal((2000, n_t))  # (draws, n_t)
@@ -530,8 +634,8 @@ def bound_plot(z_range: float = 2.0, n_t: int = 16, seed: int = 0) -> Figure:
                label=r"$e^{\sigma^2/2}-e^{\sigma^2/(2n_t)}$ (Gaussian)")
     right.set_xlabel(r"spread $\sigma$ of the per-sample $\delta_j$ (nats)")
     right.set_ylabel(r"$\overline{e^{\delta}} - e^{\bar\delta}$ (ratio)")
-    right.legend()
     fig.tight_layout()
+    legend_below(fig, ncols=2)
     return fig
 
 
@@ -560,9 +664,8 @@ def cache_drift(drift: pd.DataFrame) -> Figure:
                             alpha=0.2, lw=0)
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("cache age (steps)")
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(labels))
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.tight_layout()
+    legend_below(fig, ncols=4)
     return fig
 
 
@@ -592,16 +695,19 @@ def step_cost(rows: pd.DataFrame | Iterable[Mapping], *, title: str | None = Non
     ax.set_xlabel("seconds per RL step")
     if title:
         ax.set_title(title)
-    ax.legend(loc="lower right", fontsize=9)
     fig.tight_layout()
+    legend_below(fig, ncols=2)
     return fig
 
 
 def load_memory_json(path: str | Path) -> tuple[pd.DataFrame, str]:
-    """Records written by ``bgpo bench memory --json`` and a label naming the device they were measured on.
+    """Records written by ``bgpo bench memory --json`` and a title saying where and at what size they were
+    measured (``measured on NVIDIA H100 80GB HBM3: preset llada-8b, batch 4 × 768 tokens``), never the
+    file's name.
 
-    The file is a list of records, or ``{"device": "...", "records": [...]}``; the label is the
-    ``device`` given there, else the records' ``gpu``/``device`` field, with the file name.
+    The file is a list of records, or ``{"device": "...", "records": [...]}``; the device is the one given
+    there, else the records' ``gpu``/``device`` field; the size comes from the records' ``preset``,
+    ``batch`` and ``seq_len`` when they hold them.
     """
     path = Path(path)
     try:
@@ -616,7 +722,12 @@ def load_memory_json(path: str | Path) -> tuple[pd.DataFrame, str]:
     for column in ("gpu", "device"):
         if device is None and column in df.columns:
             device = ", ".join(str(v) for v in dict.fromkeys(df[column]))
-    return df, f"{path.stem}: measured on {device or 'unknown device'}"
+    device = {"cpu": "CPU"}.get(str(device), device)
+    shape = {c: df[c].iloc[0] for c in ("preset", "batch", "seq_len") if c in df.columns and df[c].nunique() == 1}
+    size = ", ".join(filter(None, [f"preset {shape['preset']}" if "preset" in shape else "",
+                                   f"batch {shape['batch']} × {shape['seq_len']} tokens"
+                                   if {"batch", "seq_len"} <= set(shape) else ""]))
+    return df, f"measured on {device or 'an unknown device'}" + (f": {size}" if size else "")
 
 
 def draw_all(data_dir: str | Path, out_dir: str | Path) -> list[Path]:
