@@ -49,7 +49,10 @@ HONEST = {
     "inspect.currentframe": "import inspect\nassert inspect.currentframe() is not None",
     "os.walk and listdir": "import os\nos.makedirs('w/x')\nassert [d for d, _, _ in os.walk('w')] == ['w', 'w/x']\n"
                            "assert 'lib' in os.listdir('/usr')",
-    "reading system files": "import os, json, csv, sqlite3\nassert os.path.exists('/etc/passwd')",
+    "reading system files": "import os, json, csv, sqlite3, pwd, grp, getpass, time\n"
+                            "assert os.path.exists('/etc/passwd')\n"
+                            "assert pwd.getpwuid(os.getuid()).pw_name == getpass.getuser()\n"
+                            "assert grp.getgrgid(os.getgid()).gr_name\nassert time.localtime().tm_year > 2000",
     "sqlite in the working directory": "import sqlite3\nc = sqlite3.connect('db.sqlite')\n"
                                        "c.execute('create table t (x)')\nc.commit()\nc.close()",
     "zipfile and gzip": "import zipfile, gzip\nwith zipfile.ZipFile('a.zip', 'w') as z:\n    z.writestr('f', 'x')\n"

