@@ -1,7 +1,8 @@
 """The program's side: the Python guard, the program as a module, then a server for the judge.
 
-Shipped as source after :mod:`bgpo.sandbox.wire` and run by the sandbox's interpreter once the OS
-layers (:mod:`bgpo.sandbox.launch`) are in place.
+Compiled with :mod:`bgpo.sandbox.wire`'s text in front (:mod:`bgpo.sandbox.shipped`) and run, as
+marshalled code, by the sandbox's boot code (:data:`bgpo.sandbox.bwrap.BOOT`) once the OS layers
+(:mod:`bgpo.sandbox.bwrap`: namespaces, seccomp, uid nobody, rlimits, cgroup) are in place.
 
 Threat model: everything in this process belongs to the program. It can read and patch this code
 and the wire, write anything on its pipes, exit at any moment. So nothing here decides a verdict:

@@ -1,9 +1,11 @@
 """The trusted judge: runs the test code, with the program's module behind a proxy.
 
-Shipped as source after :mod:`bgpo.sandbox.wire` and run by the caller's own interpreter (the
-caller's uid, its site-packages): one process per run with CPU, memory and wall limits, forked by
-the judge server (:func:`_serve`, :mod:`bgpo.sandbox.forkserver`) or else a new interpreter. Its
-exit status is the verdict: 0 when every test passed.
+Compiled with :mod:`bgpo.sandbox.wire`'s text in front (:mod:`bgpo.sandbox.shipped`) and run
+outside the sandbox by the caller's own interpreter (the caller's uid, its site-packages): one
+process per run, forked by the judge server (:func:`_serve`, :mod:`bgpo.sandbox.forkserver`) or
+else a new interpreter, with CPU and address-space rlimits, in the run's cgroup where there is one
+(its memory counts against the run's) and ended at the run's wall deadline. Its exit status is the
+verdict: 0 when every test passed.
 
 Threat model: the judge runs only trusted code (the problem's setup and tests) and receives only
 data from the program -- data the program chooses freely, since it can rewrite the harness that

@@ -2,7 +2,8 @@
 
 ``harness.py`` and ``judge.py`` run in processes that do not import :mod:`bgpo` (the sandbox's
 interpreter sees no project files; the judge is a bare interpreter or a fork of one), so each is
-sent as its own source with :mod:`bgpo.sandbox.wire`'s text in front, compiled once per process.
+its own source with :mod:`bgpo.sandbox.wire`'s text in front, compiled once in the caller and sent
+as marshalled code (the other process runs the caller's interpreter, or its base: same version).
 """
 
 from __future__ import annotations
