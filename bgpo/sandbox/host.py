@@ -76,13 +76,14 @@ def remove_tree(path: str) -> None:
         pass
 
 
-def _open_dir(parent: int | None, name: str) -> int:
-    """A readable fd on directory ``name`` (made ``rwx`` for us first), refusing symlinks."""
+def _open_dir(parent: int | None, name: str, keep: bool = True) -> int | None:
+    """A readable fd on directory ``name`` (made ``rwx`` for us first), refusing symlinks; with
+    ``keep=False`` only the ``rwx`` (an ordinary user moves a directory only if it may write it)."""
     flags = os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
     handle = os.open(name, flags | os.O_PATH, dir_fd=parent)
     try:
         os.chmod(f"/proc/self/fd/{handle}", stat.S_IRWXU)  # the very inode the handle holds, not a path
-        return os.open(".", flags | os.O_RDONLY, dir_fd=handle)
+        return os.open(".", flags | os.O_RDONLY, dir_fd=handle) if keep else None
     finally:
         os.close(handle)
 
@@ -103,6 +104,10 @@ def _remove_entry(top: int, name: str, fresh) -> None:
             try:
                 os.unlink(child, dir_fd=fd)
             except (IsADirectoryError, PermissionError):
+                try:  # rename(2) of a directory to another parent writes its '..' entry
+                    _open_dir(fd, child, keep=False)
+                except OSError:  # not a directory (or a link): moved as it is
+                    pass
                 os.rename(child, next(fresh), src_dir_fd=fd, dst_dir_fd=top)
     finally:
         os.close(fd)
