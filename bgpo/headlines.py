@@ -24,14 +24,18 @@ def load(path: Path = HEADLINES) -> dict[str, dict]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def record(key: str, *, chapter: str, result: str, finding: str, source: str, order: int,
-           path: Path = HEADLINES) -> str:
-    """Store one headline (replacing the key's earlier one) and return ``finding``, the text the chapter shows.
+def record(key: str, *, chapter: str, result: str, headline: str, finding: str, source: str, order: int,
+           reproduced: bool = True, path: Path = HEADLINES) -> str:
+    """Store one headline (replacing the key's earlier one) and return what the chapter shows: ``headline`` in
+    bold, then ``finding``. ``headline`` is the result's number in a few words, shown on the landing page's first
+    screen; ``reproduced`` is False for what the book does not reproduce.
 
     The file is rewritten only when the record changes, keys sorted, so re-executing a chapter at its defaults
     leaves it byte-identical."""
     found = load(path)
-    entry = {"chapter": chapter, "result": result, "finding": finding, "source": source, "order": order}
+    finding = f"**{headline}.** {finding}"
+    entry = {"chapter": chapter, "result": result, "headline": headline, "finding": finding, "source": source,
+             "order": order, "reproduced": reproduced}
     if found.get(key) != entry:
         found[key] = entry
         path.write_text(json.dumps(found, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
@@ -48,6 +52,17 @@ def results_table(path: Path = HEADLINES) -> list[tuple[str, str, str]]:
     """(result, finding, ``@sec-`` reference) of every stored headline, in the book's order."""
     rows = sorted(load(path).values(), key=lambda e: (e["order"], e["chapter"]))
     return [(e["result"], e["finding"], f"@{e['chapter']}") for e in rows]
+
+
+def scope(path: Path = HEADLINES) -> str:
+    """The landing page's first box: what the book reproduces and what it does not, each with its headline
+    number and its chapter, from the stored records."""
+    rows = sorted(load(path).values(), key=lambda e: (e["order"], e["chapter"]))
+    item = lambda e: f"* {e['result']}: {e['headline']} (@{e['chapter']})"  # noqa: E731
+    done = [item(e) for e in rows if e.get("reproduced", True)]
+    not_done = [item(e) for e in rows if not e.get("reproduced", True)]
+    return ("::: {.callout-note appearance=\"simple\"}\n## What is reproduced, and what is not\n\n**Reproduced:**\n\n"
+            + "\n".join(done) + "\n\n**Not reproduced:**\n\n" + "\n".join(not_done) + "\n:::\n")
 
 
 def power_of_ten(value: float, digits: int = 1) -> str:

@@ -34,6 +34,8 @@ def test_the_book_records_its_headlines():
     chapters = {r["chapter"] for r in RECORDS.values()}
     assert {"sec-derivations", "sec-memory", "sec-small-scale", "sec-results", "sec-full-scale"} <= chapters
     assert len({r["order"] for r in RECORDS.values()}) == len(RECORDS), "two headlines share a row"
+    assert all(r["headline"] in r["finding"] for r in RECORDS.values())
+    assert [r["result"] for r in RECORDS.values() if not r["reproduced"]] == ["RL of LLaDA-8B itself"]
 
 
 @pytest.mark.parametrize("key", sorted(RECORDS))
@@ -47,7 +49,7 @@ def test_every_headline_is_printed_in_its_chapter(key):
 
 def test_the_landing_page_shows_the_records_and_types_no_number():
     text = (ROOT / "index.qmd").read_text()
-    assert "results_table()" in text, "index.qmd reads its results from bgpo.headlines"
+    assert "results_table()" in text and "scope()" in text, "index.qmd reads its results from bgpo.headlines"
     prose = re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
     typed = re.findall(r"(?<![\w.^{-])\d+\.\d+(?![\w.])", prose)
     assert typed == [], f"numbers typed into index.qmd's prose: {typed}"
@@ -57,14 +59,18 @@ def test_the_landing_page_shows_the_records_and_types_no_number():
 
 def test_record_rewrites_only_a_changed_entry(tmp_path):
     path = tmp_path / "headlines.json"
-    shown = headlines.record("a", chapter="sec-x", result="r", finding="f 1.0", source="s", order=2, path=path)
-    assert shown == "f 1.0"
+    shown = headlines.record("a", chapter="sec-x", result="r", headline="h 1.0", finding="f", source="s", order=2,
+                             path=path)
+    assert shown == "**h 1.0.** f"
     before = path.stat().st_mtime_ns
-    headlines.record("a", chapter="sec-x", result="r", finding="f 1.0", source="s", order=2, path=path)
+    headlines.record("a", chapter="sec-x", result="r", headline="h 1.0", finding="f", source="s", order=2, path=path)
     assert path.stat().st_mtime_ns == before
-    headlines.record("b", chapter="sec-y", result="q", finding="g", source="s", order=1, path=path)
+    headlines.record("b", chapter="sec-y", result="q", headline="h", finding="g", source="s", order=1,
+                     reproduced=False, path=path)
     assert [row[0] for row in headlines.results_table(path)] == ["q", "r"]
-    assert json.loads(path.read_text())["a"]["finding"] == "f 1.0"
+    assert json.loads(path.read_text())["a"]["finding"] == "**h 1.0.** f"
+    box = headlines.scope(path)
+    assert box.index("* r: h 1.0 (@sec-x)") < box.index("**Not reproduced:**") < box.index("* q: h (@sec-y)")
 
 
 @pytest.mark.parametrize("value, text", [(2.0e-16, r"$2.0 \times 10^{-16}$"), (2.776e-17, r"$2.8 \times 10^{-17}$"),
