@@ -490,9 +490,10 @@ def test_quarto_wraps_code_and_outputs_and_links_no_placeholder_repository():
     config = yaml.safe_load((ROOT / "_quarto.yml").read_text())
     html = config["format"]["html"]
     assert html.get("code-overflow") == "wrap", "long source lines must wrap, not scroll off the page"
-    header = str(html.get("include-in-header", ""))
+    assert html["theme"]["light"][1] == html["theme"]["dark"][1] == "book/theme.scss", "one layout, both themes"
+    rules = (ROOT / "book" / "theme.scss").read_text()
     # Quarto styles the <code> inside an output's <pre> as `white-space: pre`: the rule must reach the code
-    assert re.search(r"\.cell-output[^{]*pre code[^{]*\{[^}]*white-space:\s*pre-wrap", header), \
+    assert re.search(r"\.cell-output pre code[^{]*\{[^}]*white-space:\s*pre-wrap", rules), \
         "printed outputs must wrap: set white-space: pre-wrap on .cell-output pre code"
     repo = config["book"].get("repo-url")
     if repo is None:
