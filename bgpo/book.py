@@ -789,7 +789,8 @@ def figure_problems(html_text: str, page: Path) -> list[str]:
         if not src.endswith(".png") or "://" in src or not file.is_file():
             continue
         width, _ = _png_size(file)
-        shown = float(re.match(r"\d+(?:\.\d+)?", img.get("width") or "") and img["width"] or width)
+        declared = re.match(r"\d+(?:\.\d+)?", img.get("width") or "")  # Quarto writes a 2x figure's 1x width
+        shown = float(declared.group(0)) if declared else float(width)
         if width < 1.95 * shown:
             problems.append(f"figure below 2x resolution: {src} ({width} px shown at {shown:.0f} px, "
                             f"{width / shown:.1f}x)")
@@ -822,7 +823,7 @@ def landing_number_problems(index_html: str, pages: dict[str, str], table_id: st
         linked = [href.split("#")[0].removeprefix("./") for href, _ in parsed.links]
         where = [p for p in linked if p in texts] or list(texts)
         printed = set().union(*(texts[p] for p in where))
-        shown = set().union(set(), *(_numbers(t) for t, context in parsed.pieces if "link" not in context))
+        shown = {n for text, context in parsed.pieces if "link" not in context for n in _numbers(text)}
         missing = sorted(shown - printed, key=lambda n: row.find(n))
         if missing:
             result = next((t for t, _ in parsed.pieces), "").strip()
