@@ -847,11 +847,6 @@ def _stylesheets(html_text: str, page: Path) -> str:
     return "\n".join(css)
 
 
-# Checks that wait for the chapters' content to catch up (issue 24): their findings are printed as warnings,
-# not failures, by `python -m bgpo.book --strict`, until the content that fixes them lands. Empty this set then.
-AWAITING_CONTENT = frozenset({"figure below 2x resolution"})  # chapters 04 and 05 drawn before the 2x figures
-
-
 def site_problems(site: Path, root: Path | None = None) -> list[str]:
     """Every problem of a rendered site, each as ``place: kind: detail``: a chapter of ``_quarto.yml`` with no
     page or missing from the sidebar, a sidebar link to nothing, then on every page :func:`page_problems`,
@@ -872,12 +867,6 @@ def site_problems(site: Path, root: Path | None = None) -> list[str]:
         pages = {p: (site / p).read_text() for p in expected if p != "index.html" and (site / p).is_file()}
         problems += [f"index.html: {p}" for p in landing_number_problems((site / "index.html").read_text(), pages)]
     return problems
-
-
-def problem_kind(problem: str) -> str:
-    """The kind of a :func:`site_problems` line (``empty list item``), for :data:`AWAITING_CONTENT`."""
-    parts = problem.split(": ")
-    return parts[1] if len(parts) > 2 else parts[-1]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -911,11 +900,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     seconds = render(root, quarto, strict=args.strict)
     problems = site_problems(root / "_book", root)
-    waiting = [p for p in problems if problem_kind(p) in AWAITING_CONTENT]
-    if waiting:
-        print(f"warning: {len(waiting)} finding(s) of checks that wait for the chapters' content "
-              f"(bgpo.book.AWAITING_CONTENT):\n  " + "\n  ".join(waiting), flush=True)
-    problems = [p for p in problems if p not in waiting]
     if problems:
         message = f"the rendered site has {len(problems)} problem(s):\n  " + "\n  ".join(problems)
         if args.strict:

@@ -73,7 +73,7 @@ def test_quarto_warnings_are_quartos_not_the_kernels():
 @pytest.mark.skipif(not os.environ.get("BGPO_SITE"), reason="set BGPO_SITE=_book to check a rendered site")
 def test_rendered_site():
     site = ROOT / os.environ["BGPO_SITE"]
-    assert [p for p in book.site_problems(site, ROOT) if book.problem_kind(p) not in book.AWAITING_CONTENT] == []
+    assert book.site_problems(site, ROOT) == []
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -134,12 +134,6 @@ def test_every_landing_page_number_is_printed_by_the_chapter_its_row_links_to():
         "landing-page number in no chapter: 5.9e-15 (row 'The bound holds'; not printed in notebooks/02.html)"]
     assert book.landing_number_problems(index, pages, "tbl-other") == [
         "landing page: no results table (id 'tbl-other')"]
-
-
-def test_a_problems_kind_names_its_check():
-    assert book.problem_kind("notebooks/04.html: empty list item: 1 <li> with nothing in it") == "empty list item"
-    assert book.problem_kind("index.html: landing-page number in no chapter: 5.9e-15 (row 'a: b')") == \
-        "landing-page number in no chapter"
 
 
 # ---------------------------------------------------------------------------------------------------------
