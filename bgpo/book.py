@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import html.parser
 import importlib.metadata
-import json
 import numbers
 import os
 import platform
@@ -420,101 +419,7 @@ def render(root: Path, quarto: str, strict: bool = False) -> float:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# The landing page's answer: one row per result, each computed from the package or a committed data file.
-
-
-
-@torch.no_grad()
-def _bound_gap(n: int, n_t: int, generator: torch.Generator) -> float:
-    """Smallest ``J - J_BGPO`` over ``n`` random (delta, A) draws (float64): >= 0 where the bound holds."""
-    from bgpo.objectives import bgpo_ratio
-
-    delta = torch.logspace(-3, 0.5, n, dtype=torch.float64)[:, None] * torch.randn(
-        n, n_t, generator=generator, dtype=torch.float64)  # (n, n_t)
-    A = torch.randn(n, generator=generator, dtype=torch.float64)  # (n,)
-    return (A * delta.mean(1).exp() - (A[:, None] * bgpo_ratio(delta, A[:, None])).mean(1)).min().item()
-
-
-def derivation_errors(seed: int = 0, n_t: int = 4, draws: int = 20_000) -> dict[str, float]:
-    """The derivation chapter's three claims, measured again in about a second (tiny LLaDA, float64).
-
-    ``bound_gap``: smallest ``J - J_BGPO`` over random draws (the bound holds when >= 0);
-    ``on_policy_value`` / ``on_policy_grad``: max |difference| of value and max relative difference of the
-    gradient between BGPO and the ELBO-based objective at theta = theta_old; ``linearity``: max relative
-    difference between the gradient accumulated one MC sample at a time and the one-graph gradient.
-    """
-    from bgpo.estimator import flat_grad
-    from bgpo.model import LLaDAModelLM, preset_config
-    from bgpo.objectives import bgpo_loss, bgpo_ratio, build_batch, group_advantages, prepare_old, update
-
-    g = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    model = LLaDAModelLM(preset_config("tiny")).double()
-    ids = torch.randint(3, model.config.vocab_size, (6, 12), generator=g)  # (B, T): 4 prompt + 8 response tokens
-    response = torch.zeros_like(ids, dtype=torch.bool)
-    response[:, 4:] = True
-    advantages = group_advantages(torch.rand(6, generator=g, dtype=torch.float64), 3)
-    batch = build_batch("bgpo", ids, torch.ones_like(ids), response, advantages, n_t, generator=g)
-    prepare_old(model, batch, "bgpo")
-    with torch.no_grad():
-        delta = elbo_terms(model, batch.input_ids, batch.masks, batch.response_mask) - batch.old  # (B, n_t)
-    A = batch.advantages
-    value = (A * delta.mean(1).exp() - (A[:, None] * bgpo_ratio(delta, A[:, None])).mean(1)).abs().max().item()
-    update("elbo", model, batch)
-    grad_elbo = flat_grad(model)
-    update("bgpo", model, batch)
-    grad_bgpo = flat_grad(model)
-    l_new = elbo_terms(model, batch.input_ids, batch.masks, batch.response_mask)  # (B, n_t): one graph
-    torch.stack([bgpo_loss(l_new[:, j], batch.old[:, j], A)[0] for j in range(n_t)]).mean().backward()
-    grad_one_graph = flat_grad(model)
-    relative = lambda a, b: ((a - b).abs().max() / b.abs().max()).item()  # noqa: E731
-    return {"bound_gap": _bound_gap(draws, n_t, g), "on_policy_value": value,
-            "on_policy_grad": relative(grad_bgpo, grad_elbo), "linearity": relative(grad_bgpo, grad_one_graph)}
-
-
-def _growth(records: pd.DataFrame, objective: str, column: str = "activation_bytes") -> tuple[int, int, float]:
-    """(smallest n_t, largest n_t, memory ratio between them) of one objective's bench records."""
-    part = records[(records["objective"] == objective) & records[column].notna()].sort_values("n_t")
-    lo, hi = part.iloc[0], part.iloc[-1]
-    return int(lo["n_t"]), int(hi["n_t"]), float(hi[column] / lo[column])
-
-
-def _memory_finding(path: Path, where: str) -> str:
-    records = pd.read_json(path)
-    lo, hi, elbo = _growth(records, "elbo")
-    _, _, bgpo = _growth(records[records["n_t"] <= hi], "bgpo")
-    return f"{where}, $n_t$ {lo} → {hi}: ELBO-based ×{elbo:.1f}, BGPO ×{bgpo:.2f}"
-
-
-def small_scale_outcome(root: Path | None = None) -> dict | None:
-    """The committed small-scale grid's ``outcome.json`` (None when no grid is committed): the one of the
-    ``grid/`` folder nearest to ``book/data/small-scale`` (``grid/``, else e.g. ``clean/grid/``)."""
-    root = root or repo_root()
-    found = sorted((root / "book" / "data" / "small-scale").glob("**/grid/outcome.json"), key=lambda p: len(p.parts))
-    return json.loads(found[0].read_text()) if found else None
-
-
-def _points(mean: float, se: float) -> str:
-    return f"{100 * mean:+.1f} ± {100 * se:.1f}"
-
-
-def small_scale_finding(outcome: dict) -> str:
-    """The best BGPO arm's paired change in held-out accuracy, vs the warm start and (when the grid has one)
-    vs the random-reward control, in points, mean ± SE over seeds.
-
-    The best arm is ``outcome["best"]`` when given, else the BGPO arm with the highest ``delta_mean``.
-    """
-    arms = outcome["arms"]
-    best = outcome.get("best") or max((n for n, a in arms.items() if a["objective"] == "bgpo"),
-                                      key=lambda n: arms[n]["delta_mean"])
-    arm = arms[best]
-    metric = outcome["metric"].replace("_", " ")
-    text = (f"best BGPO arm ($n_t={arm['n_t']}$) vs the warm start ({100 * outcome['warm_start']:.1f}% {metric}): "
-            f"{_points(arm['delta_mean'], arm['delta_se'])} points")
-    control = outcome.get("random_control")
-    if control and "delta_vs_random_mean" in arm:
-        text += f"; vs the random-reward control: {_points(arm['delta_vs_random_mean'], arm['delta_vs_random_se'])}"
-    return text + f" (mean ± SE over {len(arm['seeds'])} seeds, {outcome['pool_size']:,} held-out puzzles)"
+# d1's published numbers, rescored (chapter 07), and tables for Quarto.
 
 
 SCORE_ROW = re.compile(r"^\|\s*(\w+)\s*\|[^|]*\|\s*([\d.]+)[^|]*\|\s*`d1_\w+`\s*([\d.]+)\s*\|", re.M)
@@ -523,42 +428,6 @@ SCORE_ROW = re.compile(r"^\|\s*(\w+)\s*\|[^|]*\|\s*([\d.]+)[^|]*\|\s*`d1_\w+`\s*
 def score_check(path: Path) -> list[tuple[str, float, float]]:
     """(setup, d1's published %, ours with d1's parser %) from ``book/data/score-check.md``'s table."""
     return [(name, float(ref), float(ours)) for name, ref, ours in SCORE_ROW.findall(path.read_text())]
-
-
-def results_summary(root: Path | None = None, seed: int = 0) -> pd.DataFrame:
-    """The book's results, one row each, with the chapter (``@sec-...``) that shows them: every number is
-    computed here from the package (the derivation checks, the planner) or a committed data file."""
-    from bgpo.plan import max_n_t, plan
-
-    root = root or repo_root()
-    data = root / "book" / "data"
-    err = derivation_errors(seed)
-    rows = [("The bound holds and is exact on-policy",
-             f"smallest $J - J_\\text{{BGPO}}$ over random draws {err['bound_gap']:.1e} (≥ 0); on-policy, "
-             f"largest difference in value {err['on_policy_value']:.1e} and in gradient {err['on_policy_grad']:.1e}; "
-             f"per-sample gradients vs one graph {err['linearity']:.1e} (float64)", "@sec-derivations")]
-    memory = [_memory_finding(data / "memory" / "cpu-small-seq256-b8.json", "CPU (saved tensors)")]
-    h100 = data / "gpu-h100" / "cuda-llada8b-4layers-seq768-b4.json"
-    if h100.is_file():
-        memory.append(_memory_finding(h100, "H100, 4 LLaDA-8B blocks"))
-    rows.append(("Activation memory vs $n_t$", "; ".join(memory), "@sec-memory"))
-    limit = lambda n: "any $n_t$" if n >= 4096 else f"$n_t \\le {n}$"  # noqa: E731
-    eight = plan("llada8b-math", gpus=8, gpu_memory_gb=80.0)
-    one = plan("llada8b-math-1gpu", gpus=1, gpu_memory_gb=80.0)
-    rows.append(("LLaDA-8B (math) on 80 GB GPUs, planned",
-                 f"8 GPUs: BGPO {limit(max_n_t('llada8b-math', 'bgpo'))} (peak {eight.total_gb:.1f} GB at "
-                 f"$n_t={eight.n_t}$), ELBO-based {limit(max_n_t('llada8b-math', 'elbo'))}; 1 GPU: BGPO "
-                 f"$n_t={one.n_t}$ peaks at {one.total_gb:.1f} GB ({'fits' if one.fits else 'does not fit'})",
-                 "@sec-memory, @sec-full-scale"))
-    outcome = small_scale_outcome(root)
-    rows.append(("Small-scale RL (tiny LLaDA, 4×4 sudoku)",
-                 small_scale_finding(outcome) if outcome else "no grid committed yet", "@sec-small-scale"))
-    checked = score_check(data / "score-check.md")
-    worst = max(abs(ref - ours) for _, ref, ours in checked)
-    rows.append(("Published LLaDA-8B-Instruct accuracies, rescored with `bgpo score`",
-                 f"{sum(abs(r - o) < 0.005 for _, r, o in checked)} of {len(checked)} of d1's zero-shot numbers "
-                 f"reproduced (largest difference {worst:.2f} points)", "@sec-results"))
-    return pd.DataFrame(rows, columns=["result", "measured", "chapter"])
 
 
 def markdown_table(df: pd.DataFrame, caption: str | None = None, label: str | None = None) -> str:
