@@ -534,6 +534,17 @@ def mean_se_points(values: list[float]) -> str:
     return f"{100 * mean:+.1f}" + (f" ± {100 * se:.1f}" if se is not None else "")
 
 
+def t95_points(values: list[float]) -> str:
+    """The 95% t-interval over seeds of per-seed fractions, in points: ``[+3.9, +4.9]`` (— with one seed).
+
+    It covers the seeds' noise only; the two-way bootstrap of :mod:`bgpo.outcome` adds the puzzles'.
+    """
+    from bgpo.stats import t_interval
+
+    ci = t_interval(values)["ci"]
+    return "—" if ci is None else f"[{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]".replace("-", "−")
+
+
 def clears(values: list[float], bar: float = 0.02) -> bool:
     """The book's bar for a gain: above ``bar`` on every seed and a mean more than 2 standard errors above 0."""
     mean, se = _mean_se(values)
