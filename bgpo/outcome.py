@@ -148,20 +148,14 @@ def _paired(runs: dict[str, dict[int, Run]], a: str, b: str) -> list[int]:
     return sorted(set(runs[a]) & set(runs[b]))
 
 
-def label(arm: str, meta: dict) -> str:
-    """A reader's name for an arm: ``BGPO n_t=4``, ``d1``, ``random reward (BGPO n_t=4)``."""
-    base = "d1" if meta["objective"] == "d1" else f"{meta['objective'].upper()} n_t={meta['n_t']}"
-    return f"random reward ({base})" if meta["reward"] == "shuffled" else base
-
-
 def grid_outcome(runs: list[Run], initial: np.ndarray, initial_cells: tuple[np.ndarray, np.ndarray],
                  pool: list[dict], metric: str, teacher: np.ndarray | None = None) -> dict:
     """The outcome of a grid's finished runs (module docstring); ``teacher``: its expected score per puzzle."""
     by: dict[str, dict[int, Run]] = {}
     for r in runs:
         by.setdefault(r.arm, {})[r.seed] = r
-    meta = {a: {"objective": next(iter(rs.values())).objective, "n_t": next(iter(rs.values())).n_t,
-                "reward": next(iter(rs.values())).reward} for a, rs in by.items()}
+    firsts = {a: next(iter(rs.values())) for a, rs in by.items()}
+    meta = {a: {"objective": r.objective, "n_t": r.n_t, "reward": r.reward} for a, r in firsts.items()}
 
     def last(arm: str, seeds: list[int], what: str = "scores") -> np.ndarray:  # (seeds, puzzles)
         return np.stack([by[arm][s].last(getattr(by[arm][s], what)) for s in seeds])
@@ -186,7 +180,8 @@ def grid_outcome(runs: list[Run], initial: np.ndarray, initial_cells: tuple[np.n
             vs = (last(a, both) - last(control, both)).mean(axis=1)
             arms[a]["random_control"] = control
             arms[a]["delta_vs_random"] = vs.tolist()
-            arms[a]["delta_vs_random_mean"], arms[a]["delta_vs_random_se"] = t_interval(vs)["mean"], t_interval(vs)["se"]
+            t_vs = t_interval(vs)
+            arms[a]["delta_vs_random_mean"], arms[a]["delta_vs_random_se"] = t_vs["mean"], t_vs["se"]
     bgpo = [a for a in verified if meta[a]["objective"] == "bgpo"]
     best = max(bgpo, key=lambda a: arms[a]["delta_mean"]) if bgpo else None
 
@@ -222,7 +217,7 @@ def grid_outcome(runs: list[Run], initial: np.ndarray, initial_cells: tuple[np.n
         c = _compare(f"{a}: last {LAST} - previous {LAST} evaluations", last(a, seeds), prev, "plateau")
         plateau[a] = {**c, "flat": c["bootstrap_ci95"][1] < FLAT_MARGIN}
 
-    equal = _equal_compute(by, meta, verified, initial)
+    equal = _equal_compute(by, ordered, initial)
     cells = _cells(by, pool, initial_cells, teacher)
     return {"metric": metric, "pool_size": len(pool), "warm_start": float(initial.mean()), "best": best,
             "random_control": arms[best].get("random_control") if best else None,
@@ -243,10 +238,11 @@ def _resolve(family: list[dict]) -> None:
         c["resolved"] = bool(adj is not None and adj < 0.05 and (lo > 0 or hi < 0))
 
 
-def _equal_compute(by: dict[str, dict[int, Run]], meta: dict, verified: list[str], initial: np.ndarray) -> dict:
-    """Every verified arm scored at the compute the cheapest one spent by its last evaluations, per axis."""
+def _equal_compute(by: dict[str, dict[int, Run]], verified: list[str], initial: np.ndarray) -> dict:
+    """Every verified arm (in the order they are compared) scored at the compute the cheapest one spent by its
+    last evaluations, per axis."""
     out = {}
-    if len(verified) < 2 or any(len(r.steps) < 1 for rs in by.values() for r in rs.values()):
+    if len(verified) < 2:  # every run has at least one evaluation (load_run refuses one without)
         return out
     for axis in ("flops", "cpu_s"):
         spent = {a: np.mean([getattr(r, axis)[-1] for r in by[a].values()]) for a in verified}
@@ -255,8 +251,7 @@ def _equal_compute(by: dict[str, dict[int, Run]], meta: dict, verified: list[str
         budgets = np.mean([getattr(r, axis)[-m:] for r in by[cheapest].values()], axis=0).tolist()
         scores = {a: {s: at_compute(r, initial, budgets, axis) for s, r in by[a].items()} for a in verified}
         family = []
-        ordered = sorted(verified, key=lambda a: (meta[a]["objective"] != "bgpo", -meta[a]["n_t"]))
-        for a, b in combinations(ordered, 2):
+        for a, b in combinations(verified, 2):
             both = sorted(set(scores[a]) & set(scores[b]))
             if both:
                 family.append(_compare(f"{a} - {b}", np.stack([scores[a][s] for s in both]),
