@@ -461,6 +461,27 @@ def load_curves(out: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return pd.DataFrame(train_rows), pd.DataFrame(eval_rows)
 
 
+def grid_progress(out: str | Path) -> pd.DataFrame:
+    """Per planned arm of a grid (``comparisons.json``): its objective, ``n_t`` and reward, the seeds whose
+    run finished (``summary.json`` at the grid's step count) and the seeds planned -- so a chapter can say
+    what a grid stopped or still running has shown so far."""
+    out = Path(out)
+    settings = json.loads((out / "settings.json").read_text())
+    known = {a.name: a for a in unique_arms(book_arms(1, tuple(settings["n_ts"]), tuple(settings["control_nts"])))}
+    planned = dict.fromkeys(n for names in json.loads((out / "comparisons.json").read_text()).values() for n in names)
+    rows = []
+    for name in planned:
+        finished = []
+        for seed in range(settings["seeds"]):
+            summary = out / "runs" / f"{name}-s{seed}" / "summary.json"
+            if summary.is_file() and json.loads(summary.read_text())["steps"] >= settings["steps"]:
+                finished.append(seed)
+        arm = known[name]
+        rows.append({"arm": name, "objective": arm.objective, "n_t": arm.n_t, "reward": arm.reward,
+                     "finished": finished, "planned": settings["seeds"], "steps": settings["steps"]})
+    return pd.DataFrame(rows)
+
+
 # ---------------------------------------------------------------------------------------------
 # CLI
 # ---------------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ import json
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -43,6 +44,7 @@ from bgpo.stats import bootstrap, holm, t_interval
 LAST = 3  # evaluations averaged into a run's reported score
 FLAT_MARGIN = 0.01  # a curve is flat when its gain over the last window is below 1 point (95% upper bound)
 INITIAL = "initial_completions.jsonl.gz"  # the warm start's greedy completions on the pool
+TEACHER = "teacher (expected)"  # the imperfect teacher's expected score, averaged over its random guesses
 
 
 @dataclass
@@ -135,12 +137,14 @@ def at_compute(run: Run, initial: np.ndarray, budgets: list[float], axis: str) -
     return np.mean([_interp(x, curve, b) for b in budgets], axis=0)
 
 
-def _compare(name: str, a: np.ndarray, b: np.ndarray, kind: str) -> dict:
-    """Paired comparison of (seeds, puzzles) arrays ``a - b``: t over per-seed means, two-way bootstrap."""
+def _compare(first: str, second: str, a: np.ndarray, b: np.ndarray, kind: str) -> dict:
+    """Paired comparison ``first - second`` of (seeds, puzzles) arrays ``a - b``: t over per-seed means,
+    two-way bootstrap over seeds and puzzles."""
     diff = a - b
     t = t_interval(diff.mean(axis=1))
     mean, lo, hi = bootstrap(diff)
-    return {"comparison": name, "kind": kind, "seeds": int(diff.shape[0]), "mean": mean, "se": t["se"],
+    return {"comparison": f"{first} - {second}", "first": first, "second": second, "kind": kind,
+            "seeds": int(diff.shape[0]), "mean": mean, "se": t["se"],
             "t_ci95": t["ci"], "bootstrap_ci95": [lo, hi], "p": t["p"], "per_seed": diff.mean(axis=1).tolist()}
 
 
@@ -156,6 +160,9 @@ def grid_outcome(runs: list[Run], initial: np.ndarray, initial_cells: tuple[np.n
         by.setdefault(r.arm, {})[r.seed] = r
     firsts = {a: next(iter(rs.values())) for a, rs in by.items()}
     meta = {a: {"objective": r.objective, "n_t": r.n_t, "reward": r.reward} for a, r in firsts.items()}
+    # the reader's order: BGPO by n_t, the other objectives, then the random-reward controls
+    by = {a: by[a] for a in sorted(by, key=lambda a: (meta[a]["reward"] != "verified", meta[a]["objective"] != "bgpo",
+                                                      meta[a]["n_t"], a))}
 
     def last(arm: str, seeds: list[int], what: str = "scores") -> np.ndarray:  # (seeds, puzzles)
         return np.stack([by[arm][s].last(getattr(by[arm][s], what)) for s in seeds])
@@ -189,20 +196,20 @@ def grid_outcome(runs: list[Run], initial: np.ndarray, initial_cells: tuple[np.n
     family = []
     for a in by:
         seeds = sorted(by[a])
-        family.append(_compare(f"{a} - warm start", last(a, seeds), np.tile(initial, (len(seeds), 1)), "vs warm start"))
+        family.append(_compare(a, "warm start", last(a, seeds), np.tile(initial, (len(seeds), 1)), "vs warm start"))
     for a in verified:
         if "random_control" in arms[a]:
             both = _paired(by, a, arms[a]["random_control"])
-            family.append(_compare(f"{a} - {arms[a]['random_control']}", last(a, both),
+            family.append(_compare(a, arms[a]["random_control"], last(a, both),
                                    last(arms[a]["random_control"], both), "vs matched control"))
     ordered = sorted(verified, key=lambda a: (meta[a]["objective"] != "bgpo", -meta[a]["n_t"]))
     for a, b in combinations(ordered, 2):
         both = _paired(by, a, b)
         if both:
-            family.append(_compare(f"{a} - {b}", last(a, both), last(b, both), "arms per step"))
+            family.append(_compare(a, b, last(a, both), last(b, both), "arms per step"))
     if best and teacher is not None:
         seeds = sorted(by[best])
-        family.append(_compare(f"{best} - teacher (expected)", last(best, seeds), np.tile(teacher, (len(seeds), 1)),
+        family.append(_compare(best, TEACHER, last(best, seeds), np.tile(teacher, (len(seeds), 1)),
                                "vs teacher"))
     _resolve(family)
 
@@ -214,7 +221,7 @@ def grid_outcome(runs: list[Run], initial: np.ndarray, initial_cells: tuple[np.n
             plateau[a] = None
             continue
         prev = np.stack([rs[s].scores[-2 * LAST:-LAST].mean(axis=0) for s in seeds])
-        c = _compare(f"{a}: last {LAST} - previous {LAST} evaluations", last(a, seeds), prev, "plateau")
+        c = _compare(a, f"previous {LAST} evaluations", last(a, seeds), prev, "plateau")
         plateau[a] = {**c, "flat": c["bootstrap_ci95"][1] < FLAT_MARGIN}
 
     equal = _equal_compute(by, ordered, initial)
@@ -254,7 +261,7 @@ def _equal_compute(by: dict[str, dict[int, Run]], verified: list[str], initial: 
         for a, b in combinations(verified, 2):
             both = sorted(set(scores[a]) & set(scores[b]))
             if both:
-                family.append(_compare(f"{a} - {b}", np.stack([scores[a][s] for s in both]),
+                family.append(_compare(a, b, np.stack([scores[a][s] for s in both]),
                                        np.stack([scores[b][s] for s in both]), f"arms at equal {axis}"))
         _resolve(family)
         out[axis] = {"cheapest": cheapest, "budgets": budgets,
@@ -274,7 +281,7 @@ def _cells(by: dict[str, dict[int, Run]], pool: list[dict], initial_cells: tuple
     n_guess = sum(e["puzzle"].count("0") for e in pool) - n_single
     guess_expected = sum(1 / len(candidates(e["puzzle"], i)) for e in pool for i, ch in enumerate(e["puzzle"])
                          if ch == "0" and len(candidates(e["puzzle"], i)) > 1)
-    rows = {"teacher (expected)": {"singles": 1.0, "guesses": guess_expected / n_guess}} if teacher is not None else {}
+    rows = {TEACHER: {"singles": 1.0, "guesses": guess_expected / n_guess}} if teacher is not None else {}
     rows["warm start"] = {"singles": float(initial_cells[0].sum() / n_single),
                           "guesses": float(initial_cells[1].sum() / n_guess)}
     for a, rs in by.items():
@@ -283,20 +290,62 @@ def _cells(by: dict[str, dict[int, Run]], pool: list[dict], initial_cells: tuple
     return {"blanks": {"singles": int(n_single), "guesses": int(n_guess)}, "accuracy": rows}
 
 
-def comparisons_table(outcome: dict, kinds: tuple[str, ...] | None = None, scale: float = 100.0) -> pd.DataFrame:
-    """The printed comparisons (points): mean, t and bootstrap intervals, Holm p, resolved or not."""
+def _points(value: float, scale: float = 100.0) -> str:
+    return f"{scale * value:+.1f}".replace("-", "−")
+
+
+def _interval(ci: list[float] | None, scale: float = 100.0) -> str:
+    return "—" if ci is None else f"[{_points(ci[0], scale)}, {_points(ci[1], scale)}]"
+
+
+KINDS = {"vs warm start": "vs the warm start", "vs matched control": "vs its random-reward control",
+         "arms per step": "at equal steps", "vs teacher": "vs the teacher's expected score",
+         "arms at equal flops": "at equal model FLOPs", "arms at equal cpu_s": "at equal CPU-seconds"}
+
+
+def comparisons_table(outcome: dict, kinds: tuple[str, ...], label: Callable[[str], str] = str) -> pd.DataFrame:
+    """The comparisons of ``kinds`` (per-step ones and those at equal compute), in points: mean, the
+    t-interval over seeds, the bootstrap over seeds and puzzles, Holm's p within the family, resolved or not.
+    ``label`` names an arm for the reader (the warm start and the teacher keep their names)."""
+    every = outcome["comparisons"] + [c for e in outcome["equal_compute"].values() for c in e["comparisons"]]
     rows = []
-    for c in outcome["comparisons"] + [c for e in outcome["equal_compute"].values() for c in e["comparisons"]]:
-        if kinds and c["kind"] not in kinds:
+    for c in every:
+        if c["kind"] not in kinds:
             continue
-        t = c["t_ci95"]
-        rows.append({"comparison": c["comparison"], "kind": c["kind"], "seeds": c["seeds"],
-                     "mean (points)": f"{scale * c['mean']:+.2f}",
-                     "t 95% CI": f"[{scale * t[0]:+.2f}, {scale * t[1]:+.2f}]" if t else "—",
-                     "bootstrap 95% CI": "[{:+.2f}, {:+.2f}]".format(*(scale * v for v in c["bootstrap_ci95"])),
-                     "Holm p": f"{c['p_holm']:.3f}" if c.get("p_holm") is not None else "—",
+        rows.append({"comparison": f"{label(c['first'])} − {label(c['second'])}", "seeds": c["seeds"],
+                     "mean (points)": _points(c["mean"]), "t 95% CI": _interval(c["t_ci95"]),
+                     "bootstrap 95% CI": _interval(c["bootstrap_ci95"]),
+                     "Holm p": "—" if c.get("p_holm") is None else f"{c['p_holm']:.3f}",
                      "resolved": "yes" if c["resolved"] else "no"})
+        if len(kinds) > 1:
+            rows[-1] = {"kind": KINDS[c["kind"]], **rows[-1]}
     return pd.DataFrame(rows)
+
+
+def arms_table(outcome: dict, label: Callable[[str], str] = str) -> pd.DataFrame:
+    """Per arm: seeds, reported score (%), change from the warm start with its two-way bootstrap interval
+    (points), and the plateau: the last window minus the one before, with its interval, and flat or not."""
+    warm = {c["first"]: c for c in outcome["comparisons"] if c["kind"] == "vs warm start"}
+    rows = []
+    for a, arm in outcome["arms"].items():
+        plateau = outcome["plateau"].get(a)
+        rows.append({"arm": label(a), "seeds": len(arm["seeds"]), "score (%)": f"{100 * np.mean(arm['final']):.1f}",
+                     "vs warm start, 95% CI (points)": f"{_points(warm[a]['mean'])} "
+                                                       f"{_interval(warm[a]['bootstrap_ci95'])}",
+                     f"last {LAST} − previous {LAST}, 95% CI": "—" if plateau is None else
+                     f"{_points(plateau['mean'])} {_interval(plateau['bootstrap_ci95'])}",
+                     "flat": "—" if plateau is None else ("yes" if plateau["flat"] else "no")})
+    return pd.DataFrame(rows)
+
+
+def cells_table(outcome: dict, label: Callable[[str], str] = str) -> pd.DataFrame:
+    """Per policy: accuracy (%) on the blanks the givens decide alone (naked singles) and on the blanks the
+    imperfect teacher guesses, each policy at its reported score (mean over seeds)."""
+    cells = outcome["cells"]
+    n = cells["blanks"]
+    return pd.DataFrame([{"policy": label(p), f"naked singles ({n['singles']:,} blanks)": f"{100 * v['singles']:.1f}",
+                          f"guessed blanks ({n['guesses']:,})": f"{100 * v['guesses']:.1f}"}
+                         for p, v in cells["accuracy"].items()])
 
 
 def curves(runs: list[Run], initial: np.ndarray) -> pd.DataFrame:

@@ -96,3 +96,49 @@ def test_load_run_rescores_the_completions_and_refuses_logs_that_disagree(tmp_pa
     (tmp_path / "eval.jsonl").write_text(json.dumps({"step": 2, "cell_accuracy": 0.5}) + "\n")
     with pytest.raises(BGPOError, match="logs disagree"):
         load_run(tmp_path, POOL, TASK, n_params=1000)
+
+
+def test_tables_print_each_comparison_with_both_intervals_in_the_readers_order():
+    from bgpo.outcome import arms_table, cells_table, comparisons_table
+
+    runs = [run("bgpo-nt4-random", s, [0.5] * 6, reward="shuffled", noise=0.01) for s in range(3)] + \
+           [run("bgpo-nt4", s, [0.6, 0.7, 0.8, 0.9, 0.9, 0.9], noise=0.05) for s in range(3)] + \
+           [run("bgpo-nt1", s, [0.6] * 6, n_t=1, noise=0.05) for s in range(3)]
+    out = grid_outcome(runs, np.full(len(POOL), 0.55), (np.zeros(len(POOL)), np.zeros(len(POOL))), POOL,
+                       "cell_accuracy", np.full(len(POOL), 0.7))
+    assert list(out["arms"]) == ["bgpo-nt1", "bgpo-nt4", "bgpo-nt4-random"]  # BGPO by n_t, controls last
+    arms = arms_table(out, label=str.upper)
+    assert arms["arm"].tolist() == ["BGPO-NT1", "BGPO-NT4", "BGPO-NT4-RANDOM"]
+    nt4 = arms.set_index("arm").loc["BGPO-NT4"]
+    warm = 100 * (np.mean(out["arms"]["bgpo-nt4"]["final"]) - 0.55)
+    assert nt4["vs warm start, 95% CI (points)"].startswith(f"+{warm:.1f} [")
+    # the window 0.9, 0.9, 0.9 after 0.6, 0.7, 0.8 rose 20 points: not flat; the control's is
+    assert float(nt4["last 3 − previous 3, 95% CI"].split()[0]) == pytest.approx(20, abs=1) and nt4["flat"] == "no"
+    assert arms.set_index("arm").loc["BGPO-NT4-RANDOM", "flat"] == "yes"
+    control = comparisons_table(out, ("vs matched control",), label=str.upper)
+    assert control["comparison"].tolist() == ["BGPO-NT4 − BGPO-NT4-RANDOM"] and "kind" not in control
+    row = control.iloc[0]
+    assert row["seeds"] == 3 and row["resolved"] == "yes" and float(row["Holm p"]) < 0.05
+    lo, hi = (float(v.replace("−", "-")) for v in row["bootstrap 95% CI"].strip("[]").split(", "))
+    assert lo < 100 * out["arms"]["bgpo-nt4"]["delta_vs_random_mean"] < hi
+    both = comparisons_table(out, ("vs teacher", "arms at equal flops"))
+    assert both["kind"].tolist() == ["vs the teacher's expected score", "at equal model FLOPs"]
+    assert both["comparison"].iloc[0] == "bgpo-nt4 − teacher (expected)"
+    cells = cells_table(out)
+    assert cells["policy"].tolist()[:2] == ["teacher (expected)", "warm start"] and len(cells) == 5
+
+
+def test_grid_progress_counts_only_runs_finished_at_the_grids_steps(tmp_path):
+    from bgpo.experiment import grid_progress
+
+    (tmp_path / "settings.json").write_text(json.dumps({"seeds": 3, "steps": 200, "n_ts": [1, 16],
+                                                        "control_nts": [16]}))
+    (tmp_path / "comparisons.json").write_text(json.dumps({"nt_sweep": ["bgpo-nt1", "bgpo-nt16"],
+                                                           "control": ["bgpo-nt16-random"]}))
+    for name, steps in (("bgpo-nt1-s0", 200), ("bgpo-nt1-s2", 200), ("bgpo-nt16-s0", 120)):
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        (tmp_path / "runs" / name / "summary.json").write_text(json.dumps({"steps": steps}))
+    progress = grid_progress(tmp_path).set_index("arm")
+    assert progress.loc["bgpo-nt1", "finished"] == [0, 2]
+    assert progress.loc["bgpo-nt16", "finished"] == []  # stopped at 120 of 200 steps
+    assert progress.loc["bgpo-nt16-random", "reward"] == "shuffled" and set(progress["planned"]) == {3}
