@@ -304,13 +304,13 @@ def write_outcome(s: GridSettings, out: Path) -> dict:
     if not (out / INITIAL).is_file():
         initial_metrics(s, out)
     (_, first), = iter_jsonl(out / INITIAL)
-    initial, singles, guesses = completion_scores(first["completions"], pool, task)
+    initial, *parts = completion_scores(first["completions"], pool, task)
     n_params = sum(p.numel() for p in build_model(cfg.model, load_weights=False).parameters())
     runs = [load_run(d, pool, task, n_params) for d in sorted((out / "runs").glob("*")) if (d / "summary.json").is_file()]
     sft = Path(s.init_from or "", "sft.json")
     imitated = sft.is_file() and json.loads(sft.read_text())["settings"].get("teacher") == "imperfect"
     teacher = np.array([TEACHER_EXPECTED[cfg.data.task](e) for e in pool]) if imitated else None
-    result = {"n_params": n_params, **grid_outcome(runs, initial, (singles, guesses), pool, task.primary_metric,
+    result = {"n_params": n_params, **grid_outcome(runs, initial, tuple(parts), pool, task.primary_metric,
                                                    teacher)}
     (out / "outcome.json").write_text(json.dumps(result, indent=2) + "\n")
     curves(runs, initial).to_csv(out / "curves.csv", index=False)

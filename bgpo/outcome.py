@@ -40,6 +40,7 @@ import pandas as pd
 from bgpo.errors import BGPOError
 from bgpo.jsonl import iter_jsonl
 from bgpo.stats import bootstrap, holm, t_interval
+from bgpo.tasks.base import last_answer
 
 LAST = 3  # evaluations averaged into a run's reported score
 FLAT_MARGIN = 0.01  # a curve is flat when its gain over the last window is below 1 point (95% upper bound)
@@ -60,6 +61,7 @@ class Run:
     scores: np.ndarray  # (E, puzzles) per-puzzle primary metric
     singles: np.ndarray  # (E, puzzles) right naked-single blanks per puzzle (sudoku; else zeros)
     guesses: np.ndarray  # (E, puzzles) right guessed blanks per puzzle
+    answered: np.ndarray  # (E, puzzles) 1 where the completion holds a closed <answer>...</answer>
     flops: np.ndarray  # (E,) cumulative model FLOPs at each evaluation
     cpu_s: np.ndarray  # (E,) cumulative CPU-seconds at each evaluation
 
@@ -68,8 +70,11 @@ class Run:
         return values[-LAST:].mean(axis=0)
 
 
-def completion_scores(completions: list[str], pool: list[dict], task) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per puzzle: the task's reward, and (sudoku) right naked-single and right guessed blanks."""
+def completion_scores(completions: list[str], pool: list[dict],
+                      task) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per puzzle: the task's reward, (sudoku) right naked-single and right guessed blanks, and whether the
+    completion holds a closed ``<answer>...</answer>``, the format the grid's tasks read (a policy that loses
+    it scores 0 whatever it knows)."""
     if len(completions) != len(pool):
         raise BGPOError(f"{len(completions)} completions for a pool of {len(pool)}: the log is from other settings")
     scores = np.array([task.reward(c, e) for c, e in zip(completions, pool)])
@@ -82,7 +87,8 @@ def completion_scores(completions: list[str], pool: list[dict], task) -> tuple[n
             hits = cell_hits(c, e["puzzle"], e["solution"])
             singles[j] = sum(h for h, k in zip(hits, kinds) if k)
             guesses[j] = sum(h for h, k in zip(hits, kinds) if not k)
-    return scores, singles, guesses
+    answered = np.array([last_answer(c) is not None for c in completions], dtype=float)
+    return scores, singles, guesses, answered
 
 
 def step_flops(row: dict, n_params: int) -> float:
@@ -113,7 +119,7 @@ def load_run(run_dir: Path, pool: list[dict], task, n_params: int) -> Run:
         raise BGPOError(f"{run_dir}: no eval_completions.jsonl.gz rows; rerun with trainer.eval_completions=true")
     steps_a = np.array(steps)
     return Run(summary["arm"], summary["objective"], int(summary["n_t"]), summary.get("reward", "verified"),
-               int(summary["seed"]), steps_a, *(np.stack([r[k] for r in rows]) for k in range(3)),
+               int(summary["seed"]), steps_a, *(np.stack([r[k] for r in rows]) for k in range(4)),
                cum_flops[steps_a - 1], cum_cpu[steps_a - 1])
 
 
@@ -152,9 +158,11 @@ def _paired(runs: dict[str, dict[int, Run]], a: str, b: str) -> list[int]:
     return sorted(set(runs[a]) & set(runs[b]))
 
 
-def grid_outcome(runs: list[Run], initial: np.ndarray, initial_cells: tuple[np.ndarray, np.ndarray],
+def grid_outcome(runs: list[Run], initial: np.ndarray, initial_parts: tuple[np.ndarray, np.ndarray, np.ndarray],
                  pool: list[dict], metric: str, teacher: np.ndarray | None = None) -> dict:
-    """The outcome of a grid's finished runs (module docstring); ``teacher``: its expected score per puzzle."""
+    """The outcome of a grid's finished runs (module docstring). ``initial`` and ``initial_parts`` are the
+    warm start's per-puzzle score and (right naked singles, right guesses, answered) as
+    :func:`completion_scores` gives them; ``teacher``: the teacher's expected score per puzzle."""
     by: dict[str, dict[int, Run]] = {}
     for r in runs:
         by.setdefault(r.arm, {})[r.seed] = r
@@ -180,7 +188,8 @@ def grid_outcome(runs: list[Run], initial: np.ndarray, initial_cells: tuple[np.n
                    "steps": int(max(r.steps[-1] for r in rs.values())),
                    "last_steps": [int(s) for s in next(iter(rs.values())).steps[-LAST:]],
                    "flops": float(np.mean([r.flops[-1] for r in rs.values()])),
-                   "cpu_s": float(np.mean([r.cpu_s[-1] for r in rs.values()]))}
+                   "cpu_s": float(np.mean([r.cpu_s[-1] for r in rs.values()])),
+                   "answered": float(last(a, seeds, "answered").mean())}
         control = controls.get(meta[a]["n_t"]) if meta[a]["objective"] == "bgpo" else None
         if a in verified and control and _paired(by, a, control):
             both = _paired(by, a, control)
@@ -225,8 +234,9 @@ def grid_outcome(runs: list[Run], initial: np.ndarray, initial_cells: tuple[np.n
         plateau[a] = {**c, "flat": c["bootstrap_ci95"][1] < FLAT_MARGIN}
 
     equal = _equal_compute(by, ordered, initial)
-    cells = _cells(by, pool, initial_cells, teacher)
-    return {"metric": metric, "pool_size": len(pool), "warm_start": float(initial.mean()), "best": best,
+    cells = _cells(by, pool, initial_parts[:2], teacher)
+    return {"metric": metric, "pool_size": len(pool), "warm_start": float(initial.mean()),
+            "warm_start_answered": float(initial_parts[2].mean()), "best": best,
             "random_control": arms[best].get("random_control") if best else None,
             "control_nt": meta[arms[best]["random_control"]]["n_t"] if best and "random_control" in arms[best] else None,
             "random_controls": {str(n): a for n, a in controls.items()},
@@ -298,15 +308,11 @@ def _interval(ci: list[float] | None, scale: float = 100.0) -> str:
     return "—" if ci is None else f"[{_points(ci[0], scale)}, {_points(ci[1], scale)}]"
 
 
-KINDS = {"vs warm start": "vs the warm start", "vs matched control": "vs its random-reward control",
-         "arms per step": "at equal steps", "vs teacher": "vs the teacher's expected score",
-         "arms at equal flops": "at equal model FLOPs", "arms at equal cpu_s": "at equal CPU-seconds"}
-
-
 def comparisons_table(outcome: dict, kinds: tuple[str, ...], label: Callable[[str], str] = str) -> pd.DataFrame:
-    """The comparisons of ``kinds`` (per-step ones and those at equal compute), in points: mean, the
-    t-interval over seeds, the bootstrap over seeds and puzzles, Holm's p within the family, resolved or not.
-    ``label`` names an arm for the reader (the warm start and the teacher keep their names)."""
+    """The comparisons of ``kinds`` (``kind`` of the per-step ones or of those at equal compute, e.g.
+    ``"vs matched control"``, ``"arms at equal flops"``), in points: mean, the t-interval over seeds, the
+    bootstrap over seeds and puzzles, Holm's p within its family, resolved or not. ``label`` names an arm
+    for the reader (the warm start and the teacher keep their names)."""
     every = outcome["comparisons"] + [c for e in outcome["equal_compute"].values() for c in e["comparisons"]]
     rows = []
     for c in every:
@@ -317,8 +323,6 @@ def comparisons_table(outcome: dict, kinds: tuple[str, ...], label: Callable[[st
                      "bootstrap 95% CI": _interval(c["bootstrap_ci95"]),
                      "Holm p": "—" if c.get("p_holm") is None else f"{c['p_holm']:.3f}",
                      "resolved": "yes" if c["resolved"] else "no"})
-        if len(kinds) > 1:
-            rows[-1] = {"kind": KINDS[c["kind"]], **rows[-1]}
     return pd.DataFrame(rows)
 
 

@@ -22,7 +22,7 @@ def run(arm, seed, levels, n_t=4, reward="verified", objective="bgpo", flops_per
     E, P = len(levels), len(POOL)
     scores = np.clip(np.array(levels)[:, None] + noise * rng.standard_normal((E, P)), 0, 1)
     steps = 10 * np.arange(1, E + 1)
-    return Run(arm, objective, n_t, reward, seed, steps, scores, np.zeros((E, P)), np.zeros((E, P)),
+    return Run(arm, objective, n_t, reward, seed, steps, scores, np.zeros((E, P)), np.zeros((E, P)), np.ones((E, P)),
                flops_per_step * steps.astype(float), 0.5 * flops_per_step * steps.astype(float))
 
 
@@ -30,7 +30,7 @@ def test_the_reported_score_is_the_last_three_evaluations_paired_with_the_matche
     runs = [run("bgpo-nt4", s, [0.6, 0.7, 0.8, 0.9, 0.9, 0.9 + 0.01 * s]) for s in (0, 1)] + \
            [run("bgpo-nt4-random", s, [0.5] * 6, reward="shuffled") for s in (0, 1)] + \
            [run("bgpo-nt1", s, [0.6] * 6, n_t=1) for s in (0, 1)]
-    out = grid_outcome(runs, np.full(len(POOL), 0.55), (np.zeros(len(POOL)), np.zeros(len(POOL))), POOL,
+    out = grid_outcome(runs, np.full(len(POOL), 0.55), (np.zeros(len(POOL)),) * 3, POOL,
                        "cell_accuracy")
     best = out["arms"]["bgpo-nt4"]
     assert best["final"] == pytest.approx([0.9, 0.9 + 0.01 / 3])  # mean of the last 3 evaluations, per seed
@@ -47,7 +47,7 @@ def test_the_reported_score_is_the_last_three_evaluations_paired_with_the_matche
 def test_plateau_tells_a_flat_curve_from_a_rising_one():
     flat = [run("bgpo-nt1", s, [0.6, 0.75, 0.75, 0.75, 0.75, 0.75, 0.75], n_t=1, noise=0.01) for s in range(3)]
     rising = [run("bgpo-nt16", s, [0.6, 0.62, 0.64, 0.66, 0.68, 0.70, 0.72], n_t=16, noise=0.01) for s in range(3)]
-    out = grid_outcome(flat + rising, np.full(len(POOL), 0.6), (np.zeros(len(POOL)),) * 2, POOL, "cell_accuracy")
+    out = grid_outcome(flat + rising, np.full(len(POOL), 0.6), (np.zeros(len(POOL)),) * 3, POOL, "cell_accuracy")
     assert out["plateau"]["bgpo-nt1"]["flat"] is True
     assert out["plateau"]["bgpo-nt16"]["flat"] is False  # +6 points from one window to the next
     assert out["plateau"]["bgpo-nt16"]["mean"] == pytest.approx(0.06, abs=0.01)
@@ -56,7 +56,7 @@ def test_plateau_tells_a_flat_curve_from_a_rising_one():
 def test_equal_compute_scores_every_arm_at_the_cheapest_arms_budget():
     cheap = [run("bgpo-nt1", s, [0.62, 0.64, 0.66, 0.68], n_t=1, flops_per_step=1.0) for s in range(2)]
     costly = [run("bgpo-nt16", s, [0.70, 0.74, 0.78, 0.80], n_t=16, flops_per_step=4.0) for s in range(2)]
-    out = grid_outcome(cheap + costly, np.full(len(POOL), 0.60), (np.zeros(len(POOL)),) * 2, POOL, "cell_accuracy")
+    out = grid_outcome(cheap + costly, np.full(len(POOL), 0.60), (np.zeros(len(POOL)),) * 3, POOL, "cell_accuracy")
     eq = out["equal_compute"]["flops"]
     assert eq["cheapest"] == "bgpo-nt1" and eq["budgets"] == pytest.approx([20.0, 30.0, 40.0])
     # nt16 at flops 20, 30, 40 = steps 5, 7.5, 10: halfway/three quarters/all the way from 0.60 to 0.70
@@ -67,14 +67,19 @@ def test_equal_compute_scores_every_arm_at_the_cheapest_arms_budget():
 
 
 def test_teacher_and_per_cell_split_count_naked_singles_apart():
-    answers = [f"<answer>{e['solution']}</answer>" for e in POOL]
-    scores, singles, guesses = completion_scores(answers, POOL, TASK)
-    assert scores.tolist() == [1.0] * len(POOL)
+    answers = [f"<answer>{e['solution']}</answer>" for e in POOL[:-1]] + [f"<answer>{POOL[-1]['solution']}"]
+    scores, singles, guesses, answered = completion_scores(answers, POOL, TASK)
+    assert scores.tolist() == [1.0] * (len(POOL) - 1) + [0.0]  # the unclosed answer tag reads as no answer
+    assert answered.tolist() == [1.0] * (len(POOL) - 1) + [0.0]
+    assert (singles + guesses)[-1] == 0
+    answers[-1] += "</answer>"
+    scores, singles, guesses, answered = completion_scores(answers, POOL, TASK)
     assert (singles + guesses).tolist() == [e["puzzle"].count("0") for e in POOL]
     runs = [Run("bgpo-nt1", "bgpo", 1, "verified", 0, np.array([10]), scores[None], singles[None], guesses[None],
-                np.ones(1), np.ones(1))]
+                answered[None], np.ones(1), np.ones(1))]
     teacher = np.full(len(POOL), 0.7)
-    out = grid_outcome(runs, scores * 0.5, (singles, guesses * 0), POOL, "cell_accuracy", teacher)
+    out = grid_outcome(runs, scores * 0.5, (singles, guesses * 0, answered * 0.5), POOL, "cell_accuracy", teacher)
+    assert out["arms"]["bgpo-nt1"]["answered"] == 1.0 and out["warm_start_answered"] == 0.5
     cells = out["cells"]["accuracy"]
     assert cells["bgpo-nt1"] == {"singles": 1.0, "guesses": 1.0} and cells["warm start"]["guesses"] == 0.0
     assert cells["teacher (expected)"]["singles"] == 1.0 and 0.25 < cells["teacher (expected)"]["guesses"] < 1.0
@@ -104,7 +109,7 @@ def test_tables_print_each_comparison_with_both_intervals_in_the_readers_order()
     runs = [run("bgpo-nt4-random", s, [0.5] * 6, reward="shuffled", noise=0.01) for s in range(3)] + \
            [run("bgpo-nt4", s, [0.6, 0.7, 0.8, 0.9, 0.9, 0.9], noise=0.05) for s in range(3)] + \
            [run("bgpo-nt1", s, [0.6] * 6, n_t=1, noise=0.05) for s in range(3)]
-    out = grid_outcome(runs, np.full(len(POOL), 0.55), (np.zeros(len(POOL)), np.zeros(len(POOL))), POOL,
+    out = grid_outcome(runs, np.full(len(POOL), 0.55), (np.zeros(len(POOL)),) * 3, POOL,
                        "cell_accuracy", np.full(len(POOL), 0.7))
     assert list(out["arms"]) == ["bgpo-nt1", "bgpo-nt4", "bgpo-nt4-random"]  # BGPO by n_t, controls last
     arms = arms_table(out, label=str.upper)
@@ -116,14 +121,13 @@ def test_tables_print_each_comparison_with_both_intervals_in_the_readers_order()
     assert float(nt4["last 3 − previous 3, 95% CI"].split()[0]) == pytest.approx(20, abs=1) and nt4["flat"] == "no"
     assert arms.set_index("arm").loc["BGPO-NT4-RANDOM", "flat"] == "yes"
     control = comparisons_table(out, ("vs matched control",), label=str.upper)
-    assert control["comparison"].tolist() == ["BGPO-NT4 − BGPO-NT4-RANDOM"] and "kind" not in control
+    assert control["comparison"].tolist() == ["BGPO-NT4 − BGPO-NT4-RANDOM"]
     row = control.iloc[0]
     assert row["seeds"] == 3 and row["resolved"] == "yes" and float(row["Holm p"]) < 0.05
     lo, hi = (float(v.replace("−", "-")) for v in row["bootstrap 95% CI"].strip("[]").split(", "))
     assert lo < 100 * out["arms"]["bgpo-nt4"]["delta_vs_random_mean"] < hi
     both = comparisons_table(out, ("vs teacher", "arms at equal flops"))
-    assert both["kind"].tolist() == ["vs the teacher's expected score", "at equal model FLOPs"]
-    assert both["comparison"].iloc[0] == "bgpo-nt4 − teacher (expected)"
+    assert both["comparison"].tolist() == ["bgpo-nt4 − teacher (expected)", "bgpo-nt4 − bgpo-nt1"]
     cells = cells_table(out)
     assert cells["policy"].tolist()[:2] == ["teacher (expected)", "warm start"] and len(cells) == 5
 
