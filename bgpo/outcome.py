@@ -19,7 +19,9 @@ on the same held-out puzzles every ``eval_every`` steps, logging the completions
 * **equal compute**: each run's cumulative model FLOPs, ``2 N`` per position the sampler or the
   old-policy pass processes and ``6 N`` per position the update trains on (N parameters; the logged
   ``rollout_positions`` and ``update_positions``; the diagnostic policy-shift pass and evaluation are
-  not counted), and its CPU-seconds (rollout + old + update). Every arm is scored at the compute the
+  not counted), and its core-seconds: the wall-clock seconds of its rollouts, old-policy pass and update
+  (``rollout_s + old_s + update_s``), which the grid measures with one single-threaded process per core,
+  so they are CPU-seconds up to what else ran on that core. Every arm is scored at the compute the
   cheapest arm spent by its last 3 evaluations (per-puzzle linear interpolation of the evaluation
   curve, the warm start at compute 0), and compared there;
 * **the per-cell split** (sudoku): accuracy on the blanks that are naked singles of the givens (the
@@ -63,7 +65,7 @@ class Run:
     guesses: np.ndarray  # (E, puzzles) right guessed blanks per puzzle
     answered: np.ndarray  # (E, puzzles) 1 where the completion holds a closed <answer>...</answer>
     flops: np.ndarray  # (E,) cumulative model FLOPs at each evaluation
-    cpu_s: np.ndarray  # (E,) cumulative CPU-seconds at each evaluation
+    cpu_s: np.ndarray  # (E,) cumulative core-seconds (module docstring) at each evaluation
 
     def last(self, values: np.ndarray) -> np.ndarray:
         """Mean over the last ``LAST`` evaluations of per-evaluation rows."""
