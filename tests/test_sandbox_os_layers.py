@@ -96,7 +96,7 @@ def test_nothing_of_the_host_is_visible(layers, tmp_path):
     secret = tmp_path / "answer.txt"
     secret.write_text("42")
     listener = socket.socket(socket.AF_UNIX)
-    path = f"/tmp/bgpo-layer-{os.getpid()}.sock"
+    path = os.path.join(tempfile.gettempdir(), f"bgpo-layer-{os.getpid()}.sock")  # a host socket, any TMPDIR
     listener.bind(path)
     listener.listen(1)
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
