@@ -312,7 +312,7 @@ def _interval(ci: list[float] | None, scale: float = 100.0) -> str:
 
 def comparisons_table(outcome: dict, kinds: tuple[str, ...], label: Callable[[str], str] = str) -> pd.DataFrame:
     """The comparisons of ``kinds`` (``kind`` of the per-step ones or of those at equal compute, e.g.
-    ``"vs matched control"``, ``"arms at equal flops"``), in points: mean, the t-interval over seeds, the
+    ``"vs matched control"``, ``"arms at equal flops"``), in points: mean ± SE over seeds, the t-interval, the
     bootstrap over seeds and puzzles, Holm's p within its family, resolved or not. ``label`` names an arm
     for the reader (the warm start and the teacher keep their names)."""
     every = outcome["comparisons"] + [c for e in outcome["equal_compute"].values() for c in e["comparisons"]]
@@ -320,8 +320,9 @@ def comparisons_table(outcome: dict, kinds: tuple[str, ...], label: Callable[[st
     for c in every:
         if c["kind"] not in kinds:
             continue
+        se = "" if c["se"] is None else f" ± {100 * c['se']:.1f}"
         rows.append({"comparison": f"{label(c['first'])} − {label(c['second'])}", "seeds": c["seeds"],
-                     "mean (points)": _points(c["mean"]), "t 95% CI": _interval(c["t_ci95"]),
+                     "mean ± SE (points)": _points(c["mean"]) + se, "t 95% CI": _interval(c["t_ci95"]),
                      "bootstrap 95% CI": _interval(c["bootstrap_ci95"]),
                      "Holm p": "—" if c.get("p_holm") is None else f"{c['p_holm']:.3f}",
                      "resolved": "yes" if c["resolved"] else "no"})

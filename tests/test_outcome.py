@@ -124,6 +124,8 @@ def test_tables_print_each_comparison_with_both_intervals_in_the_readers_order()
     assert control["comparison"].tolist() == ["BGPO-NT4 − BGPO-NT4-RANDOM"]
     row = control.iloc[0]
     assert row["seeds"] == 3 and row["resolved"] == "yes" and float(row["Holm p"]) < 0.05
+    se = 100 * out["arms"]["bgpo-nt4"]["delta_vs_random_se"]
+    assert row["mean ± SE (points)"] == f"+{100 * out['arms']['bgpo-nt4']['delta_vs_random_mean']:.1f} ± {se:.1f}"
     lo, hi = (float(v.replace("−", "-")) for v in row["bootstrap 95% CI"].strip("[]").split(", "))
     assert lo < 100 * out["arms"]["bgpo-nt4"]["delta_vs_random_mean"] < hi
     both = comparisons_table(out, ("vs teacher", "arms at equal flops"))
