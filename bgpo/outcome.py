@@ -259,7 +259,8 @@ def _resolve(family: list[dict]) -> None:
 
 def _equal_compute(by: dict[str, dict[int, Run]], verified: list[str], initial: np.ndarray) -> dict:
     """Every verified arm (in the order they are compared) scored at the compute the cheapest one spent by its
-    last evaluations, per axis."""
+    last evaluations, per axis. Core-seconds differ from run to run, so the budgets are scaled down, where
+    needed, until the run that spent least of all reaches the last of them: no score is extrapolated."""
     out = {}
     if len(verified) < 2:  # every run has at least one evaluation (load_run refuses one without)
         return out
@@ -267,7 +268,9 @@ def _equal_compute(by: dict[str, dict[int, Run]], verified: list[str], initial: 
         spent = {a: np.mean([getattr(r, axis)[-1] for r in by[a].values()]) for a in verified}
         cheapest = min(spent, key=spent.get)
         m = min(LAST, min(len(r.steps) for r in by[cheapest].values()))  # its last (up to 3) evaluations
-        budgets = np.mean([getattr(r, axis)[-m:] for r in by[cheapest].values()], axis=0).tolist()
+        budgets = np.mean([getattr(r, axis)[-m:] for r in by[cheapest].values()], axis=0)
+        least = min(getattr(r, axis)[-1] for a in verified for r in by[a].values())
+        budgets = (budgets * min(1.0, least / budgets[-1])).tolist()
         scores = {a: {s: at_compute(r, initial, budgets, axis) for s, r in by[a].items()} for a in verified}
         family = []
         for a, b in combinations(verified, 2):

@@ -62,6 +62,12 @@ def test_equal_compute_scores_every_arm_at_the_cheapest_arms_budget():
     # nt16 at flops 20, 30, 40 = steps 5, 7.5, 10: halfway/three quarters/all the way from 0.60 to 0.70
     assert eq["score"]["bgpo-nt16"] == pytest.approx(np.mean([0.65, 0.675, 0.70]))
     assert eq["score"]["bgpo-nt1"] == pytest.approx(np.mean([0.64, 0.66, 0.68]))
+    # core-seconds vary by run: a run that spent less than the cheapest arm's mean sets the budget
+    cheap[1].cpu_s = cheap[1].cpu_s * 0.9
+    costly[0].cpu_s = np.array([1.0, 2.0, 3.0, 18.0])  # spent least of all runs: 18 s (the others 20 or more)
+    out_s = grid_outcome(cheap + costly, np.full(len(POOL), 0.60), (np.zeros(len(POOL)),) * 3, POOL,
+                         "cell_accuracy")["equal_compute"]["cpu_s"]
+    assert out_s["cheapest"] == "bgpo-nt1" and out_s["budgets"][-1] == pytest.approx(18.0)
     per_step = next(c for c in out["comparisons"] if c["comparison"] == "bgpo-nt16 - bgpo-nt1")
     assert per_step["mean"] > 0.1 and eq["comparisons"][0]["mean"] == pytest.approx(0.675 - 0.66)
 
