@@ -157,6 +157,12 @@ def test_chapter_04_shows_the_committed_outcome_and_types_no_result_into_its_pro
                               for o in c.get("outputs", []))
     for arm in outcome["arms"].values():
         assert mean_se_points(arm["delta_vs_warm"]).replace("-", "−") in shown
+    # the 200-step grid's section shows its committed outcome.json, row by row
+    from bgpo.outcome import arms_table
+
+    v3 = json.loads((root / "book" / "data" / "small-scale" / "grid-v3" / "outcome.json").read_text())
+    for row in arms_table(v3).itertuples(index=False):
+        assert f"| {row[2]} | {row[3]} | {row[4]} |" in shown, f"chapter 04 does not show grid-v3's {row[0]}"
 
 
 def test_settings_name_no_machine_path_and_unknown_arms_are_refused(tmp_path, monkeypatch):
