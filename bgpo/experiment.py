@@ -560,10 +560,10 @@ def t95_points(values: list[float]) -> str:
 
     It covers the seeds' noise only; the two-way bootstrap of :mod:`bgpo.outcome` adds the puzzles'.
     """
+    from bgpo.outcome import interval
     from bgpo.stats import t_interval
 
-    ci = t_interval(values)["ci"]
-    return "—" if ci is None else f"[{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]".replace("-", "−")
+    return interval(t_interval(values)["ci"])
 
 
 def clears(values: list[float], bar: float = 0.02) -> bool:

@@ -22,8 +22,9 @@ on the same held-out puzzles every ``eval_every`` steps, logging the completions
   not counted), and its core-seconds: the wall-clock seconds of its rollouts, old-policy pass and update
   (``rollout_s + old_s + update_s``), which the grid measures with one single-threaded process per core,
   so they are CPU-seconds up to what else ran on that core. Every arm is scored at the compute the
-  cheapest arm spent by its last 3 evaluations (per-puzzle linear interpolation of the evaluation
-  curve, the warm start at compute 0), and compared there;
+  cheapest arm spent by its last 3 evaluations, scaled down where a run spent less (per-puzzle linear
+  interpolation of the evaluation curve, the warm start at compute 0; nothing extrapolated), and
+  compared there;
 * **the per-cell split** (sudoku): accuracy on the blanks that are naked singles of the givens (the
   imperfect teacher always gets them right) and on the blanks the teacher guesses.
 """
@@ -305,12 +306,31 @@ def _cells(by: dict[str, dict[int, Run]], pool: list[dict], initial_cells: tuple
     return {"blanks": {"singles": int(n_single), "guesses": int(n_guess)}, "accuracy": rows}
 
 
-def _points(value: float, scale: float = 100.0) -> str:
-    return f"{scale * value:+.1f}".replace("-", "−")
+def interval(ci: list[float] | None) -> str:
+    """A 95% interval of fractions in points, ``[+3.5, +5.3]`` (``—`` where there is none, as with one seed)."""
+    return "—" if ci is None else f"[{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]".replace("-", "−")
 
 
-def _interval(ci: list[float] | None, scale: float = 100.0) -> str:
-    return "—" if ci is None else f"[{_points(ci[0], scale)}, {_points(ci[1], scale)}]"
+def points(c: dict) -> str:
+    """A comparison's mean and bootstrap interval in points: ``+4.4 [+3.5, +5.3]``."""
+    return f"{100 * c['mean']:+.1f} ".replace("-", "−") + interval(c["bootstrap_ci95"])
+
+
+def in_words(c: dict, label: Callable[[str], str] = str, named: bool = True) -> str:
+    """A comparison in words: (its two sides,) mean and bootstrap interval, resolved or not."""
+    text = f"{points(c).replace(' [', ' points [')}, {'resolved' if c['resolved'] else 'not resolved'}"
+    return f"{label(c['first'])} − {label(c['second'])}: {text}" if named else text
+
+
+def every_comparison(outcome: dict) -> list[dict]:
+    """The comparisons at equal steps, then those at equal compute (FLOPs, core-seconds)."""
+    return outcome["comparisons"] + [c for e in outcome["equal_compute"].values() for c in e["comparisons"]]
+
+
+def comparison(outcome: dict, first: str, second: str, kind: str) -> dict | None:
+    """The comparison ``first - second`` of ``kind`` (None where the grid made none, e.g. an arm without runs)."""
+    return next((c for c in every_comparison(outcome) if (c["first"], c["second"], c["kind"]) == (first, second, kind)),
+                None)
 
 
 def comparisons_table(outcome: dict, kinds: tuple[str, ...], label: Callable[[str], str] = str) -> pd.DataFrame:
@@ -318,15 +338,14 @@ def comparisons_table(outcome: dict, kinds: tuple[str, ...], label: Callable[[st
     ``"vs matched control"``, ``"arms at equal flops"``), in points: mean ± SE over seeds, the t-interval, the
     bootstrap over seeds and puzzles, Holm's p within its family, resolved or not. ``label`` names an arm
     for the reader (the warm start and the teacher keep their names)."""
-    every = outcome["comparisons"] + [c for e in outcome["equal_compute"].values() for c in e["comparisons"]]
     rows = []
-    for c in every:
+    for c in every_comparison(outcome):
         if c["kind"] not in kinds:
             continue
         se = "" if c["se"] is None else f" ± {100 * c['se']:.1f}"
         rows.append({"comparison": f"{label(c['first'])} − {label(c['second'])}", "seeds": c["seeds"],
-                     "mean ± SE (points)": _points(c["mean"]) + se, "t 95% CI": _interval(c["t_ci95"]),
-                     "bootstrap 95% CI": _interval(c["bootstrap_ci95"]),
+                     "mean ± SE (points)": f"{100 * c['mean']:+.1f}".replace("-", "−") + se,
+                     "t 95% CI": interval(c["t_ci95"]), "bootstrap 95% CI": interval(c["bootstrap_ci95"]),
                      "Holm p": "—" if c.get("p_holm") is None else f"{c['p_holm']:.3f}",
                      "resolved": "yes" if c["resolved"] else "no"})
     return pd.DataFrame(rows)
@@ -340,10 +359,8 @@ def arms_table(outcome: dict, label: Callable[[str], str] = str) -> pd.DataFrame
     for a, arm in outcome["arms"].items():
         plateau = outcome["plateau"].get(a)
         rows.append({"arm": label(a), "seeds": len(arm["seeds"]), "score (%)": f"{100 * np.mean(arm['final']):.1f}",
-                     "vs warm start, 95% CI (points)": f"{_points(warm[a]['mean'])} "
-                                                       f"{_interval(warm[a]['bootstrap_ci95'])}",
-                     f"last {LAST} − previous {LAST}, 95% CI": "—" if plateau is None else
-                     f"{_points(plateau['mean'])} {_interval(plateau['bootstrap_ci95'])}",
+                     "vs warm start, 95% CI (points)": points(warm[a]),
+                     f"last {LAST} − previous {LAST}, 95% CI": "—" if plateau is None else points(plateau),
                      "flat": "—" if plateau is None else ("yes" if plateau["flat"] else "no")})
     return pd.DataFrame(rows)
 

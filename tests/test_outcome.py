@@ -134,6 +134,12 @@ def test_tables_print_each_comparison_with_both_intervals_in_the_readers_order()
     assert row["mean ± SE (points)"] == f"+{100 * out['arms']['bgpo-nt4']['delta_vs_random_mean']:.1f} ± {se:.1f}"
     lo, hi = (float(v.replace("−", "-")) for v in row["bootstrap 95% CI"].strip("[]").split(", "))
     assert lo < 100 * out["arms"]["bgpo-nt4"]["delta_vs_random_mean"] < hi
+    from bgpo.outcome import comparison, in_words, points
+
+    c = comparison(out, "bgpo-nt4", "bgpo-nt4-random", "vs matched control")
+    assert points(c) == f"{row['mean ± SE (points)'].split(' ±')[0]} {row['bootstrap 95% CI']}"
+    assert in_words(c, str.upper) == f"BGPO-NT4 − BGPO-NT4-RANDOM: {points(c).replace(' [', ' points [')}, resolved"
+    assert comparison(out, "bgpo-nt4", "bgpo-nt16", "arms per step") is None
     both = comparisons_table(out, ("vs teacher", "arms at equal flops"))
     assert both["comparison"].tolist() == ["bgpo-nt4 − teacher (expected)", "bgpo-nt4 − bgpo-nt1"]
     cells = cells_table(out)
