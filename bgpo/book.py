@@ -337,7 +337,8 @@ def execute_page(path: Path) -> float | None:
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(tmp) / f"{path.stem}.ipynb"
         nbformat.write(nb, source)
-        failed_copy = Path(tempfile.gettempdir()) / f"{path.stem}.failed.ipynb"  # outlives the temporary folder
+        # outlives the temporary folder; one per user, since the temporary directory is shared between users
+        failed_copy = Path(tempfile.gettempdir()) / f"{path.stem}.failed-uid{os.getuid()}.ipynb"
         _papermill(source, Path(tmp) / f"{path.stem}.out.ipynb", path.parent, None, f"{path.name} (python chunks)",
                    failed_copy)
     return time.perf_counter() - start
