@@ -34,6 +34,7 @@ import dataclasses
 import gzip
 import json
 import math
+import os
 import shutil
 import tempfile
 import time
@@ -388,14 +389,16 @@ def run_grid(s: GridSettings, out: str | Path, progress: bool = True, workers: i
     return summary
 
 
-CI_GRID = Path(tempfile.gettempdir()) / "bgpo-ci-grid"
+# One folder per user: a grid another user left in the shared temporary directory is theirs, not ours to
+# reuse or clear (a root-owned /tmp/bgpo-ci-grid made chapter 05 fail with PermissionError for anyone else).
+CI_GRID = Path(tempfile.gettempdir()) / f"bgpo-ci-grid-uid{os.getuid()}"
 
 
 def ci_grid(out: str | Path = CI_GRID, progress: bool = False) -> Path:
     """The one CI-scale grid (:meth:`GridSettings.ci`) that chapters 04 and 05 share; returns its folder.
 
-    The first chapter to call it runs the grid into ``out`` (a fixed folder under the system's temporary
-    directory); the next one finds every run finished and only re-reads the summaries (:func:`run_grid`
+    The first chapter to call it runs the grid into ``out`` (a fixed per-user folder under the system's
+    temporary directory); the next one finds every run finished and only re-reads the summaries (:func:`run_grid`
     skips finished runs). A folder left by other settings or another warm start is cleared first, so a
     stale grid is never reused.
     """
