@@ -264,9 +264,12 @@ def run_streaming(command: list[str], cwd: Path | None = None) -> None:
         raise BGPOError(f"`{' '.join(command)}` exited with status {proc.returncode}; its log is above")
 
 
-QUARTO_HELP = ("Quarto not found, so the website was not rendered (every chapter was executed): get it with "
-               "`pip install quarto-cli` or `conda install -c conda-forge quarto` (or set QUARTO=/path/to/quarto), "
-               "then run `make book` again")
+def quarto_help(executed: bool) -> str:
+    """What to do without Quarto; says whether the chapters were executed (`make book`) or not (`make site`, `make test`)."""
+    done = "every chapter was executed" if executed else "the committed chapters were not re-executed"
+    return (f"Quarto not found, so the website was not rendered ({done}): get it with `pip install quarto-cli` "
+            "or `conda install -c conda-forge quarto` (or set QUARTO=/path/to/quarto), then run "
+            f"`{'make book' if executed else 'make site'}` again")
 
 
 # Kernels must draw figures inline even when the caller set MPLBACKEND=Agg (the Makefile does, for the tests):
@@ -765,8 +768,8 @@ def main(argv: list[str] | None = None) -> int:
     quarto = quarto_binary()
     if quarto is None:
         if args.require_quarto:
-            raise BGPOError(QUARTO_HELP)
-        print(QUARTO_HELP, flush=True)
+            raise BGPOError(quarto_help(not args.render_only))
+        print(quarto_help(not args.render_only), flush=True)
         return 0
     seconds = render(root, quarto, strict=args.strict)
     problems = site_problems(root / "_book", root)
