@@ -265,7 +265,7 @@ def run_streaming(command: list[str], cwd: Path | None = None) -> None:
 
 
 def quarto_help(executed: bool) -> str:
-    """What to do without Quarto; says whether the chapters were executed (`make book`) or not (`make site`, `make test`)."""
+    """What to do without Quarto: whether the chapters were executed (`make book`) or not (`make site`, `make test`)."""
     done = "every chapter was executed" if executed else "the committed chapters were not re-executed"
     return (f"Quarto not found, so the website was not rendered ({done}): get it with `pip install quarto-cli` "
             "or `conda install -c conda-forge quarto` (or set QUARTO=/path/to/quarto), then run "
@@ -767,9 +767,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     quarto = quarto_binary()
     if quarto is None:
+        help_ = quarto_help(executed=not args.render_only)
         if args.require_quarto:
-            raise BGPOError(quarto_help(not args.render_only))
-        print(quarto_help(not args.render_only), flush=True)
+            raise BGPOError(help_)
+        print(help_, flush=True)
         return 0
     seconds = render(root, quarto, strict=args.strict)
     problems = site_problems(root / "_book", root)
