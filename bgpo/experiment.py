@@ -390,7 +390,7 @@ def run_grid(s: GridSettings, out: str | Path, progress: bool = True, workers: i
 
 
 # One folder per user: a grid another user left in the shared temporary directory is theirs, not ours to
-# reuse or clear (one root had created made chapter 05 fail with PermissionError for every other user).
+# reuse or clear (a root-owned one made chapter 05 fail with PermissionError for every other user).
 CI_GRID = Path(tempfile.gettempdir()) / f"bgpo-ci-grid-uid{os.getuid()}"
 
 
