@@ -229,11 +229,19 @@ def read_jsonl(path: Path) -> list[dict]:
     return [row for _, row in iter_jsonl(path)] if path.is_file() else []
 
 
-def summarize_run(run_dir: Path, arm: Arm, seed: int, metrics: tuple[str, ...], tail: int = 5) -> dict:
-    """One row of ``summary.csv`` from a finished run's logs: ``final_<metric>`` per named metric."""
+def summarize_run(run_dir: Path, arm: Arm, seed: int, metrics: tuple[str, ...], until: int | None = None,
+                  tail: int = 5) -> dict:
+    """One row of ``summary.csv`` from a finished run's logs: ``final_<metric>`` per named metric.
+
+    ``until`` reads the logs up to that step only: a run that went on further (to look for its plateau) still
+    gives the row it had there, so a grid's shorter horizon stays reproducible from the same logs.
+    """
     steps, evals = read_jsonl(run_dir / "metrics.jsonl"), read_jsonl(run_dir / "eval.jsonl")
-    if not steps or not evals:
-        raise BGPOError(f"{run_dir} has no metrics.jsonl/eval.jsonl rows: the run did not finish; rerun the grid")
+    if until is not None:
+        steps, evals = [m for m in steps if m["step"] <= until], [e for e in evals if e["step"] <= until]
+    if not steps or not evals or (until is not None and steps[-1]["step"] < until):
+        raise BGPOError(f"{run_dir} has no metrics.jsonl/eval.jsonl rows up to step {until or 'its last'}: the run "
+                        "did not finish; rerun the grid")
     rewards = [m["reward_mean"] for m in steps]
     return {"arm": arm.name, "objective": arm.objective, "n_t": arm.n_t, "ppo_epochs": arm.ppo_epochs,
             "reward": arm.reward, "seed": seed, "steps": steps[-1]["step"], **{f"final_{m}": evals[-1][m] for m in metrics},
@@ -244,12 +252,20 @@ def summarize_run(run_dir: Path, arm: Arm, seed: int, metrics: tuple[str, ...], 
                                    for m in steps), 1)}
 
 
+def finished(run_dir: Path, steps: int) -> bool:
+    """Whether the run in ``run_dir`` got to ``steps`` (its ``summary.json`` says so; it may have gone further)."""
+    done = run_dir / "summary.json"
+    return done.is_file() and json.loads(done.read_text())["steps"] >= steps
+
+
 def run_one(s: GridSettings, arm: Arm, seed: int, runs_dir: Path) -> dict:
-    """Train one (arm, seed) to ``s.steps`` unless its ``summary.json`` says it got there.
+    """Train one (arm, seed) to ``s.steps`` unless its ``summary.json`` says it got there; its row at ``s.steps``.
 
     Keeps the logs, ``final/`` and the last checkpoint (none of it weights that git holds): a run that
     finished fewer steps than asked -- a grid run on further to reach its plateau -- resumes from that
-    checkpoint (the learning rate is constant after warm-up, so the longer run is the same run).
+    checkpoint (the learning rate is constant after warm-up, so the longer run is the same run). A run that
+    went further than asked gives its row at ``s.steps`` from its logs, without a wall time (only its whole is
+    timed; its ``compute_s`` is summed per step).
     """
     from bgpo.checkpoint import latest_checkpoint
     from bgpo.train import train
@@ -258,8 +274,10 @@ def run_one(s: GridSettings, arm: Arm, seed: int, runs_dir: Path) -> dict:
     done = run_dir / "summary.json"
     if done.is_file():
         summary = json.loads(done.read_text())
-        if summary["steps"] >= s.steps:
+        if summary["steps"] == s.steps:
             return summary
+        if summary["steps"] > s.steps:
+            return {**summarize_run(run_dir, arm, seed, s.task().metric_names, until=s.steps), "wall_s": None}
         if latest_checkpoint(run_dir) is None:
             raise BGPOError(f"{run_dir} finished {summary['steps']} steps and kept no checkpoint to run on from; "
                             f"delete the folder to rerun it from the start")
@@ -307,7 +325,8 @@ def write_outcome(s: GridSettings, out: Path) -> dict:
     (_, first), = iter_jsonl(out / INITIAL)
     initial, *parts = completion_scores(first["completions"], pool, task)
     n_params = sum(p.numel() for p in build_model(cfg.model, load_weights=False).parameters())
-    runs = [load_run(d, pool, task, n_params) for d in sorted((out / "runs").glob("*")) if (d / "summary.json").is_file()]
+    runs = [load_run(d, pool, task, n_params, until=s.steps) for d in sorted((out / "runs").glob("*"))
+            if finished(d, s.steps)]
     sft = Path(s.init_from or "", "sft.json")
     imitated = sft.is_file() and json.loads(sft.read_text())["settings"].get("teacher") == "imperfect"
     teacher = np.array([TEACHER_EXPECTED[cfg.data.task](e) for e in pool]) if imitated else None
@@ -359,7 +378,7 @@ def run_grid(s: GridSettings, out: str | Path, progress: bool = True, workers: i
         (lambda job: (job[2], job[1].n_t, job[1].reward != "verified"))
     jobs = sorted(((s, arm, seed, out / "runs") for seed in range(s.seeds) for arm in arms), key=cost)
     if finished_only:
-        jobs = [job for job in jobs if (job[3] / f"{job[1].name}-s{job[2]}" / "summary.json").is_file()]
+        jobs = [job for job in jobs if finished(job[3] / f"{job[1].name}-s{job[2]}", s.steps)]
         if not jobs:
             raise BGPOError(f"{out / 'runs'} has no finished run to summarise; run the grid first")
     bar = tqdm(total=len(jobs), desc="small-scale grid", disable=not progress)
@@ -474,14 +493,11 @@ def grid_progress(out: str | Path) -> pd.DataFrame:
     planned = dict.fromkeys(n for names in json.loads((out / "comparisons.json").read_text()).values() for n in names)
     rows = []
     for name in planned:
-        finished = []
-        for seed in range(settings["seeds"]):
-            summary = out / "runs" / f"{name}-s{seed}" / "summary.json"
-            if summary.is_file() and json.loads(summary.read_text())["steps"] >= settings["steps"]:
-                finished.append(seed)
+        done = [seed for seed in range(settings["seeds"])
+                if finished(out / "runs" / f"{name}-s{seed}", settings["steps"])]
         arm = known[name]
         rows.append({"arm": name, "objective": arm.objective, "n_t": arm.n_t, "reward": arm.reward,
-                     "finished": finished, "planned": settings["seeds"], "steps": settings["steps"]})
+                     "finished": done, "planned": settings["seeds"], "steps": settings["steps"]})
     return pd.DataFrame(rows)
 
 

@@ -99,11 +99,19 @@ def step_flops(row: dict, n_params: int) -> float:
     return 2 * n_params * (row["rollout_positions"] + row["update_positions"]) + 6 * n_params * row["update_positions"]
 
 
-def load_run(run_dir: Path, pool: list[dict], task, n_params: int) -> Run:
-    """A finished run's evaluations, rescored per puzzle and checked against its ``eval.jsonl``."""
+def load_run(run_dir: Path, pool: list[dict], task, n_params: int, until: int | None = None) -> Run:
+    """A finished run's evaluations, rescored per puzzle and checked against its ``eval.jsonl``.
+
+    ``until`` keeps the steps up to it (it must be an evaluated step): a run that went on to look for its
+    plateau gives the same outcome at the grid's shorter horizon as before it went on.
+    """
     summary = json.loads((run_dir / "summary.json").read_text())
-    logged = {row["step"]: row for _, row in iter_jsonl(run_dir / "eval.jsonl")}
-    metrics = [row for _, row in iter_jsonl(run_dir / "metrics.jsonl")]
+    keep = (lambda step: True) if until is None else (lambda step: step <= until)
+    logged = {row["step"]: row for _, row in iter_jsonl(run_dir / "eval.jsonl") if keep(row["step"])}
+    metrics = [row for _, row in iter_jsonl(run_dir / "metrics.jsonl") if keep(row["step"])]
+    if until is not None and until not in logged:
+        raise BGPOError(f"{run_dir}: no evaluation at step {until} in eval.jsonl; run it to {until} steps with "
+                        "evaluations that land on it")
     if any("update_positions" not in m for m in metrics):
         raise BGPOError(f"{run_dir}: metrics.jsonl has no update_positions (a run older than the grid's "
                         "compute accounting); rerun it")
@@ -111,6 +119,8 @@ def load_run(run_dir: Path, pool: list[dict], task, n_params: int) -> Run:
     cum_cpu = np.cumsum([m["rollout_s"] + m["old_s"] + m["update_s"] for m in metrics])
     steps, rows = [], []
     for _, row in iter_jsonl(run_dir / "eval_completions.jsonl.gz"):
+        if not keep(row["step"]):
+            continue
         scored = completion_scores(row["completions"], pool, task)
         metric = task.primary_metric
         if abs(scored[0].mean() - logged[row["step"]][metric]) > 1e-9:

@@ -80,6 +80,9 @@ def test_run_one_trains_once_then_skips_and_keeps_what_a_longer_run_resumes_from
     longer = run_one(dataclasses.replace(s, steps=5), Arm("bgpo", 4), 1, tmp_path / "runs")
     assert len(calls) == 2 and longer["steps"] == 5  # run on from the kept checkpoint, not from scratch
     assert longer["wall_s"] >= first["wall_s"]  # wall time accumulates over the two sittings
+    shorter = run_one(s, Arm("bgpo", 4), 1, tmp_path / "runs")  # the grid's 3-step horizon, after it went on to 5
+    assert len(calls) == 2 and shorter["steps"] == 3 and shorter["wall_s"] is None
+    assert shorter["compute_s"] == pytest.approx(10.5) and shorter["train_reward_last"] == pytest.approx(0.2)
 
 
 def test_run_one_refuses_to_extend_a_run_without_its_checkpoint(tmp_path, monkeypatch):

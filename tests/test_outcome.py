@@ -104,9 +104,28 @@ def test_load_run_rescores_the_completions_and_refuses_logs_that_disagree(tmp_pa
     r = load_run(tmp_path, POOL, TASK, n_params=1000)
     assert r.steps.tolist() == [2] and r.flops.tolist() == [2 * (2 * 1000 * 110 + 6 * 1000 * 10)]
     assert r.cpu_s.tolist() == [4.0]
+    with pytest.raises(BGPOError, match="no evaluation at step 1"):
+        load_run(tmp_path, POOL, TASK, n_params=1000, until=1)
     (tmp_path / "eval.jsonl").write_text(json.dumps({"step": 2, "cell_accuracy": 0.5}) + "\n")
     with pytest.raises(BGPOError, match="logs disagree"):
         load_run(tmp_path, POOL, TASK, n_params=1000)
+
+
+def test_load_run_until_a_step_reads_the_run_as_it_stood_there(tmp_path):
+    """A run gone on from 2 to 4 steps gives at ``until=2`` the scores, FLOPs and seconds it had at step 2."""
+    right, wrong = ([f"<answer>{e['solution']}</answer>" for e in POOL], ["<answer></answer>"] * len(POOL))
+    (tmp_path / "summary.json").write_text(json.dumps({"arm": "d1", "objective": "d1", "n_t": 1, "seed": 0}))
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(
+        {"step": k, "rollout_positions": 100 * k, "update_positions": 10, "rollout_s": 1.0, "old_s": 0.5,
+         "update_s": 0.5}) + "\n" for k in (1, 2, 3, 4)))
+    with gzip.open(tmp_path / "eval_completions.jsonl.gz", "wt") as f:
+        f.write("".join(json.dumps({"step": k, "completions": c}) + "\n" for k, c in ((2, right), (4, wrong))))
+    (tmp_path / "eval.jsonl").write_text(json.dumps({"step": 2, "cell_accuracy": 1.0}) + "\n"
+                                         + json.dumps({"step": 4, "cell_accuracy": 0.0}) + "\n")
+    whole, at2 = load_run(tmp_path, POOL, TASK, 1000), load_run(tmp_path, POOL, TASK, 1000, until=2)
+    assert whole.steps.tolist() == [2, 4] and whole.scores.mean(axis=1).tolist() == [1.0, 0.0]
+    assert at2.steps.tolist() == [2] and at2.scores.mean() == 1.0
+    assert at2.flops.tolist() == [2 * 1000 * 320 + 6 * 1000 * 20] and at2.cpu_s.tolist() == [4.0]
 
 
 def test_tables_print_each_comparison_with_both_intervals_in_the_readers_order():
