@@ -822,4 +822,24 @@ def doctor_report(root: Path | None = None):
     where = report["provenance"]
     head = (f"From `book/data/{where['path']}` ({where['readme']}); `bgpo doctor --gpu --out FILE` on a GPU node "
             f"writes the same report there.\n\n")
-    return Markdown(head + markdown_table(display_table(summary_frame(report))))
+    return Markdown(head + markdown_table(display_table(summary_frame(report))) + rejudged_packed_speed(report))
+
+
+def rejudged_packed_speed(report: dict) -> str:
+    """A note where today's packed-attention bar (:func:`bgpo.doctor.packed_speed_row`) judges a committed
+    report's recorded figures otherwise than the doctor that wrote it did: the report stays as recorded, and
+    the reader sees both verdicts ("" when they agree or the report has no such figures)."""
+    from bgpo.doctor import packed_speed_row
+
+    check = next((c for c in report.get("checks", []) if c.get("name") == "packed attention"), None)
+    fig = (check or {}).get("figures") or {}
+    if "speedup" not in fig or report.get("kind") != "cuda":
+        return ""
+    criterion, ok, measured, threshold = packed_speed_row(fig["speedup"], fig["real_fraction"],
+                                                          fig["packed_tokens_per_s"], fig["padded_tokens_per_s"])
+    recorded = next((r for r in check["rows"] if r["criterion"] == criterion), None)
+    if recorded is None or recorded["status"] == ("pass" if ok else "fail"):
+        return ""
+    return (f"\n\nThis report was written by an earlier `bgpo doctor`, whose bar for the {criterion} was "
+            f"{recorded['threshold']}. Today's bar (`bgpo.doctor.packed_speed_row`) judges the same recorded figures "
+            f"**{'pass' if ok else 'fail'}**: {measured}, threshold {threshold}.")

@@ -70,6 +70,21 @@ def test_packed_speed_is_judged_against_the_ideal_of_the_real_fraction():
     assert doctor.packed_speed_row(1.10, 0.72, 1.0, 1.0)[1:3] == (False, "1.10x = 79% of the ideal 1.39x (1 vs 1 tok/s)")
 
 
+def test_the_book_shows_the_committed_report_as_recorded_and_todays_verdict_beside_it():
+    """The H200 report says fail under the bar it was written with; the note under its table says today's bar
+    passes the same figures, and a report whose verdict still holds gets no note."""
+    from bgpo.book import rejudged_packed_speed
+
+    report = json.loads((REPO / "book" / "data" / "gpu-h200" / "doctor.json").read_text())
+    note = rejudged_packed_speed(report)
+    assert "bar for the packed / padded speed at 72% real tokens was >= 1.3x" in note
+    assert "**pass**: 1.29x = 93% of the ideal 1.39x" in note
+    row = next(r for r in _check(report, "packed attention")["rows"] if r["criterion"].startswith("packed / padded"))
+    row["status"] = "pass"
+    assert rejudged_packed_speed(report) == ""
+    assert rejudged_packed_speed({"kind": "cpu", "checks": report["checks"]}) == ""  # CPU speeds are information
+
+
 def test_free_disk_says_what_it_is_for_and_the_setting_that_lowers_it():
     """The H200 had 69 GB for a 97 GB need: the row says it is 3 checkpoints of 32.3 GB and that
     keep_checkpoints=1 needs 65 GB (it would fit there)."""
