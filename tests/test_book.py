@@ -315,6 +315,17 @@ def test_headings_are_not_numbered_by_hand(rel):
     assert not found, f"{rel}: headings numbered by hand (Quarto numbers them): {lines}"
 
 
+# Pandoc reads "(@label) text" at the start of a line as an item of a numbered example list: a wrapped
+# cross-reference "(@fig-x) the ..." inside a bullet rendered as "1. the ..." in chapter 05.
+EXAMPLE_LIST_ITEM = re.compile(r"^\s*\(@[\w-]*\)\s", re.M)
+
+
+@pytest.mark.parametrize("rel", book.chapters(ROOT), ids=str)
+def test_no_prose_line_starts_with_a_bare_cross_reference(rel):
+    lines = [line for line in _chapter_markdown(rel).splitlines() if EXAMPLE_LIST_ITEM.match(line)]
+    assert not lines, f"{rel}: a line starting '(@label) ' becomes a numbered list item; rewrap it: {lines}"
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_every_figure_has_a_label_caption_and_a_reference(path):
     """A plot without `label: fig-...` + `fig-cap` is an unnumbered image; a labelled cell with a table *and*
