@@ -837,9 +837,10 @@ def rejudged_packed_speed(report: dict) -> str:
         return ""
     criterion, ok, measured, threshold = packed_speed_row(fig["speedup"], fig["real_fraction"],
                                                           fig["packed_tokens_per_s"], fig["padded_tokens_per_s"])
+    verdict = "pass" if ok else "fail"
     recorded = next((r for r in check["rows"] if r["criterion"] == criterion), None)
-    if recorded is None or recorded["status"] == ("pass" if ok else "fail"):
+    if recorded is None or recorded["status"] == verdict:
         return ""
     return (f"\n\nThis report was written by an earlier `bgpo doctor`, whose bar for the {criterion} was "
             f"{recorded['threshold']}. Today's bar (`bgpo.doctor.packed_speed_row`) judges the same recorded figures "
-            f"**{'pass' if ok else 'fail'}**: {measured}, threshold {threshold}.")
+            f"**{verdict}**: {measured}, threshold {threshold}.")

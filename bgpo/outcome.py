@@ -32,6 +32,7 @@ on the same held-out puzzles every ``eval_every`` steps, logging the completions
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
@@ -106,9 +107,9 @@ def load_run(run_dir: Path, pool: list[dict], task, n_params: int, until: int | 
     plateau gives the same outcome at the grid's shorter horizon as before it went on.
     """
     summary = json.loads((run_dir / "summary.json").read_text())
-    keep = (lambda step: True) if until is None else (lambda step: step <= until)
-    logged = {row["step"]: row for _, row in iter_jsonl(run_dir / "eval.jsonl") if keep(row["step"])}
-    metrics = [row for _, row in iter_jsonl(run_dir / "metrics.jsonl") if keep(row["step"])]
+    last = math.inf if until is None else until
+    logged = {row["step"]: row for _, row in iter_jsonl(run_dir / "eval.jsonl") if row["step"] <= last}
+    metrics = [row for _, row in iter_jsonl(run_dir / "metrics.jsonl") if row["step"] <= last]
     if until is not None and until not in logged:
         raise BGPOError(f"{run_dir}: no evaluation at step {until} in eval.jsonl; run it to {until} steps with "
                         "evaluations that land on it")
@@ -119,7 +120,7 @@ def load_run(run_dir: Path, pool: list[dict], task, n_params: int, until: int | 
     cum_cpu = np.cumsum([m["rollout_s"] + m["old_s"] + m["update_s"] for m in metrics])
     steps, rows = [], []
     for _, row in iter_jsonl(run_dir / "eval_completions.jsonl.gz"):
-        if not keep(row["step"]):
+        if row["step"] > last:
             continue
         scored = completion_scores(row["completions"], pool, task)
         metric = task.primary_metric
