@@ -16,6 +16,9 @@ on the same held-out puzzles every ``eval_every`` steps, logging the completions
 * **the plateau**: per arm, last window minus the window before (3 evaluations each). A curve is
   *flat* when the bootstrap upper bound of that gain is below ``FLAT_MARGIN`` (1 point): less than a
   point left to gain at 95% confidence;
+* **the drift**: per arm, the least-squares slope of each puzzle's score over the evaluations of the last
+  ``DRIFT_STEPS`` = 100 steps, in points per 100 steps, with the same intervals: how fast a curve still
+  moves, whether or not the window test calls it flat (one window's gain is noisy; eleven evaluations less so);
 * **equal compute**: each run's cumulative model FLOPs, ``2 N`` per position the sampler or the
   old-policy pass processes and ``6 N`` per position the update trains on (N parameters; the logged
   ``rollout_positions`` and ``update_positions``; the diagnostic policy-shift pass and evaluation are
@@ -48,6 +51,7 @@ from bgpo.tasks.base import last_answer
 
 LAST = 3  # evaluations averaged into a run's reported score
 FLAT_MARGIN = 0.01  # a curve is flat when its gain over the last window is below 1 point (95% upper bound)
+DRIFT_STEPS = 100  # the drift: least-squares slope of the evaluations over the last 100 steps
 INITIAL = "initial_completions.jsonl.gz"  # the warm start's greedy completions on the pool
 TEACHER = "teacher (expected)"  # the imperfect teacher's expected score, averaged over its random guesses
 
@@ -135,6 +139,18 @@ def load_run(run_dir: Path, pool: list[dict], task, n_params: int, until: int | 
     return Run(summary["arm"], summary["objective"], int(summary["n_t"]), summary.get("reward", "verified"),
                int(summary["seed"]), steps_a, *(np.stack([r[k] for r in rows]) for k in range(4)),
                cum_flops[steps_a - 1], cum_cpu[steps_a - 1])
+
+
+def drift(run: Run) -> np.ndarray | None:
+    """Per-puzzle least-squares slope of the evaluations in the last ``DRIFT_STEPS`` steps, per ``DRIFT_STEPS``
+    steps: ``DRIFT_STEPS * sum_k w_k x_k`` with ``w_k = (s_k - mean s) / sum_j (s_j - mean s)^2`` over evaluation
+    steps ``s_k``. Linear in the scores, so the paired machinery applies to it as to a score. None with fewer
+    than 3 evaluations in the window."""
+    keep = run.steps >= run.steps[-1] - DRIFT_STEPS
+    if keep.sum() < 3:
+        return None
+    x = run.steps[keep].astype(float) - run.steps[keep].mean()
+    return DRIFT_STEPS * (x / (x ** 2).sum()) @ run.scores[keep]
 
 
 def _interp(x: np.ndarray, curve: np.ndarray, at: float) -> np.ndarray:
@@ -246,6 +262,12 @@ def grid_outcome(runs: list[Run], initial: np.ndarray, initial_parts: tuple[np.n
         prev = np.stack([rs[s].scores[-2 * LAST:-LAST].mean(axis=0) for s in seeds])
         c = _compare(a, f"previous {LAST} evaluations", last(a, seeds), prev, "plateau")
         plateau[a] = {**c, "flat": c["bootstrap_ci95"][1] < FLAT_MARGIN}
+    drifts = {}
+    for a, rs in by.items():
+        slopes = [drift(rs[s]) for s in sorted(rs)]
+        drifts[a] = None if any(v is None for v in slopes) else \
+            {**_compare(a, "no drift", np.stack(slopes), np.zeros((len(slopes), len(pool))), "drift"),
+             "per_steps": DRIFT_STEPS}
 
     equal = _equal_compute(by, ordered, initial)
     cells = _cells(by, pool, initial_parts[:2], teacher)
@@ -258,7 +280,8 @@ def grid_outcome(runs: list[Run], initial: np.ndarray, initial_parts: tuple[np.n
             "interval_method": "t-interval over per-seed means (95%); two-way bootstrap over seeds x puzzles (95%, "
                                "2,000 replicates); p from the t-test over seeds, Holm-adjusted within each family",
             "teacher_expected": float(teacher.mean()) if teacher is not None else None,
-            "arms": arms, "comparisons": family, "plateau": plateau, "equal_compute": equal, "cells": cells}
+            "arms": arms, "comparisons": family, "plateau": plateau, "drift": drifts,
+            "equal_compute": equal, "cells": cells}
 
 
 def _resolve(family: list[dict]) -> None:
@@ -364,15 +387,17 @@ def comparisons_table(outcome: dict, kinds: tuple[str, ...], label: Callable[[st
 
 def arms_table(outcome: dict, label: Callable[[str], str] = str) -> pd.DataFrame:
     """Per arm: seeds, reported score (%), change from the warm start with its two-way bootstrap interval
-    (points), and the plateau: the last window minus the one before, with its interval, and flat or not."""
+    (points), the plateau: the last window minus the one before, with its interval, and flat or not, and the
+    drift (points per ``DRIFT_STEPS`` steps) with its interval."""
     warm = {c["first"]: c for c in outcome["comparisons"] if c["kind"] == "vs warm start"}
     rows = []
     for a, arm in outcome["arms"].items():
-        plateau = outcome["plateau"].get(a)
+        plateau, slope = outcome["plateau"].get(a), outcome.get("drift", {}).get(a)
         rows.append({"arm": label(a), "seeds": len(arm["seeds"]), "score (%)": f"{100 * np.mean(arm['final']):.1f}",
                      "vs warm start, 95% CI (points)": points(warm[a]),
                      f"last {LAST} − previous {LAST}, 95% CI": "—" if plateau is None else points(plateau),
-                     "flat": "—" if plateau is None else ("yes" if plateau["flat"] else "no")})
+                     "flat": "—" if plateau is None else ("yes" if plateau["flat"] else "no"),
+                     f"drift per {DRIFT_STEPS} steps, 95% CI": "—" if slope is None else points(slope)})
     return pd.DataFrame(rows)
 
 

@@ -53,6 +53,25 @@ def test_plateau_tells_a_flat_curve_from_a_rising_one():
     assert out["plateau"]["bgpo-nt16"]["mean"] == pytest.approx(0.06, abs=0.01)
 
 
+def test_drift_is_the_slope_over_the_last_100_steps_per_100_steps():
+    from bgpo.outcome import DRIFT_STEPS, drift
+
+    # 14 evaluations (steps 10..140): flat until step 30, then +1 point per 10 steps; the window is steps 40..140
+    levels = [0.6, 0.6, 0.6] + [0.6 + 0.01 * k for k in range(1, 12)]
+    slow = [run("bgpo-nt4", s, levels, noise=0.02) for s in range(3)]
+    still = [run("bgpo-nt1", s, [0.7] * 14, n_t=1, noise=0.02) for s in range(3)]
+    assert DRIFT_STEPS == 100 and drift(slow[0]).mean() == pytest.approx(0.10, abs=0.01)  # 10 points per 100 steps
+    assert drift(run("d1", 0, [0.6, 0.7], objective="d1")) is None  # fewer than 3 evaluations in the window
+    out = grid_outcome(slow + still, np.full(len(POOL), 0.6), (np.zeros(len(POOL)),) * 3, POOL, "cell_accuracy")
+    rising, flat = out["drift"]["bgpo-nt4"], out["drift"]["bgpo-nt1"]
+    assert rising["mean"] == pytest.approx(0.10, abs=0.005) and rising["bootstrap_ci95"][0] > 0.08
+    assert flat["bootstrap_ci95"][0] < 0 < flat["bootstrap_ci95"][1] and flat["per_steps"] == 100
+    from bgpo.outcome import arms_table
+
+    table = arms_table(out).set_index("arm")
+    assert float(table.loc["bgpo-nt4", "drift per 100 steps, 95% CI"].split()[0]) == pytest.approx(10, abs=0.5)
+
+
 def test_equal_compute_scores_every_arm_at_the_cheapest_arms_budget():
     cheap = [run("bgpo-nt1", s, [0.62, 0.64, 0.66, 0.68], n_t=1, flops_per_step=1.0) for s in range(2)]
     costly = [run("bgpo-nt16", s, [0.70, 0.74, 0.78, 0.80], n_t=16, flops_per_step=4.0) for s in range(2)]
