@@ -18,7 +18,8 @@ on the same held-out puzzles every ``eval_every`` steps, logging the completions
   point left to gain at 95% confidence;
 * **the drift**: per arm, the least-squares slope of each puzzle's score over the evaluations of the last
   ``DRIFT_STEPS`` = 100 steps, in points per 100 steps, with the same intervals: how fast a curve still
-  moves, whether or not the window test calls it flat (one window's gain is noisy; eleven evaluations less so);
+  moves, whether or not the window test calls it flat (one window's gain is noisy; a slope through all the
+  evaluations of 100 steps less so);
 * **equal compute**: each run's cumulative model FLOPs, ``2 N`` per position the sampler or the
   old-policy pass processes and ``6 N`` per position the update trains on (N parameters; the logged
   ``rollout_positions`` and ``update_positions``; the diagnostic policy-shift pass and evaluation are
