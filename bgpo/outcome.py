@@ -393,7 +393,7 @@ def arms_table(outcome: dict, label: Callable[[str], str] = str) -> pd.DataFrame
     warm = {c["first"]: c for c in outcome["comparisons"] if c["kind"] == "vs warm start"}
     rows = []
     for a, arm in outcome["arms"].items():
-        plateau, slope = outcome["plateau"].get(a), outcome.get("drift", {}).get(a)
+        plateau, slope = outcome["plateau"].get(a), outcome["drift"].get(a)
         rows.append({"arm": label(a), "seeds": len(arm["seeds"]), "score (%)": f"{100 * np.mean(arm['final']):.1f}",
                      "vs warm start, 95% CI (points)": points(warm[a]),
                      f"last {LAST} − previous {LAST}, 95% CI": "—" if plateau is None else points(plateau),
